@@ -1,0 +1,3 @@
+"""photosearch: local-first semantic photo search."""
+
+__version__ = "0.1.0"

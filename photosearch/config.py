@@ -1,0 +1,174 @@
+"""One typed configuration object, loaded once: defaults < config file < PHOTOSEARCH_* env < explicit overrides.
+
+The loader takes the environment as an argument: only the CLI (the edge) passes ``os.environ``; library code
+receives a finished ``Config`` and never looks at the process environment itself.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from photosearch.errors import ConfigError
+
+ENV_PREFIX = "PHOTOSEARCH_"
+CONFIG_FILENAME = "config.toml"
+
+DEFAULT_EXCLUDES: tuple[str, ...] = (
+    ".git",
+    ".svn",
+    ".hg",
+    "@eaDir",  # Synology thumbnails
+    "#recycle",
+    ".thumbnails",
+    ".Trash*",
+    "$RECYCLE.BIN",
+    "lost+found",
+    "._*",  # macOS resource forks
+    "Thumbs.db",
+    ".DS_Store",
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    name: str = "openai/clip-vit-base-patch32"
+    revision: str | None = None
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    allow_download: bool = True
+    cache_dir: Path | None = None
+
+
+class IndexConfig(_Section):
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDES
+    include_hidden: bool = False
+    follow_symlinks: bool = True
+    max_image_pixels: int = Field(default=150_000_000, ge=1)
+    commit_every: int = Field(default=256, ge=1)
+
+
+class SearchConfig(_Section):
+    default_k: int = Field(default=10, ge=1, le=10_000)
+
+
+class Config(_Section):
+    data_dir: Path
+    model: ModelConfig = ModelConfig()
+    index: IndexConfig = IndexConfig()
+    search: SearchConfig = SearchConfig()
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "catalog.sqlite3"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("photosearch", appauthor=False))
+
+
+def default_config_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("photosearch", appauthor=False)) / CONFIG_FILENAME
+
+
+def env_var_names() -> dict[str, tuple[str, ...]]:
+    """Every supported environment variable, mapped to the key path it overrides.
+
+    Built from the model so each key has exactly one name (PHOTOSEARCH_<SECTION>_<KEY>, PHOTOSEARCH_DATA_DIR),
+    and underscores inside key names cannot be misread as section separators.
+    """
+    names: dict[str, tuple[str, ...]] = {f"{ENV_PREFIX}DATA_DIR": ("data_dir",)}
+    for section, field in Config.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, _Section):
+            for key in annotation.model_fields:
+                names[f"{ENV_PREFIX}{section}_{key}".upper()] = (section, key)
+    return names
+
+
+def _env_value(raw: str, key_path: tuple[str, ...]) -> Any:
+    """Environment values are strings; lists (exclude) are comma separated, the rest pydantic coerces."""
+    if key_path == ("index", "exclude"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+def _set(tree: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for part in key_path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key {part!r} must be a table")
+    node[key_path[-1]] = value
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return f"invalid configuration ({source}): {where}: {first['msg']}"
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    use_default_file: bool = True,
+) -> Config:
+    """Build the Config.
+
+    path: an explicit config file (must exist); without it the user's default file is read when present.
+    env: the environment to read PHOTOSEARCH_* overrides from (the CLI passes os.environ).
+    overrides: dotted keys ("model.name", "data_dir") from command-line flags; they win over everything.
+    """
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        tree = _read_file(path)
+        source = str(path)
+    elif use_default_file and default_config_path().is_file():
+        tree = _read_file(default_config_path())
+        source = str(default_config_path())
+    for name, key_path in env_var_names().items():
+        if env is not None and name in env:
+            _set(tree, key_path, _env_value(env[name], key_path))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set(tree, tuple(dotted.split(".")), value)
+    tree.setdefault("data_dir", default_data_dir())
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    return config.model_copy(update={"data_dir": config.data_dir.expanduser()})

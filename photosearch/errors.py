@@ -1,0 +1,91 @@
+"""Typed errors raised by the library.
+
+Only the edges (the CLI, later the HTTP app) turn these into messages and exit or status codes. Every error
+carries the process exit code and the HTTP status it maps to, the way Chroma's client errors carry theirs, so
+the edges need no table of their own. ``str(error)`` is the one actionable line a user sees.
+"""
+
+from __future__ import annotations
+
+
+class PhotosearchError(Exception):
+    """Base class of every error photosearch raises on purpose."""
+
+    exit_code: int = 1
+    http_status: int = 500
+
+
+class ConfigError(PhotosearchError):
+    """The configuration file, an environment override or a flag is invalid."""
+
+    exit_code = 78  # EX_CONFIG
+    http_status = 500
+
+
+class CatalogError(PhotosearchError):
+    """The SQLite catalog cannot be opened or used."""
+
+    exit_code = 74  # EX_IOERR
+
+
+class CatalogTooNewError(CatalogError):
+    """The catalog was written by a newer photosearch than this one."""
+
+    exit_code = 75
+
+
+class VectorStoreError(PhotosearchError):
+    """The Chroma vector store cannot be opened or used."""
+
+    exit_code = 74
+
+
+class ModelError(PhotosearchError):
+    """The embedding model cannot be loaded or run."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+    http_status = 503
+
+
+class ModelNotAvailableError(ModelError):
+    """The model is neither cached nor downloadable (no network, wrong name, missing files)."""
+
+
+class ModelMismatchError(ModelError):
+    """The index was built with a different model than the configured one."""
+
+    exit_code = 65
+    http_status = 409
+
+
+class ImageError(PhotosearchError):
+    """A file could not be read or decoded as an image; ``reason`` is short and human readable."""
+
+    exit_code = 65  # EX_DATAERR
+    http_status = 415
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class LibraryRootError(PhotosearchError):
+    """A library root does not exist, is not a directory, or is not known."""
+
+    exit_code = 66  # EX_NOINPUT
+    http_status = 404
+
+
+class PhotoNotFoundError(PhotosearchError):
+    """A photo (by id or path) is not in the catalog."""
+
+    exit_code = 66
+    http_status = 404
+
+
+class InvalidQueryError(PhotosearchError):
+    """A search request is malformed (empty text, k out of range, unknown folder)."""
+
+    exit_code = 64  # EX_USAGE
+    http_status = 422
