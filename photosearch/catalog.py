@@ -1,0 +1,307 @@
+"""The SQLite catalog: library roots, one row per photo file, and facts about the index.
+
+Opening it applies the Alembic migrations (migrations/) and refuses a catalog written by a newer photosearch.
+Every method is one short transaction, so a CLI search can read while an indexer writes (WAL mode, a busy
+timeout instead of "database is locked"). Methods return plain dataclasses, never live ORM objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from photosearch.errors import CatalogError, CatalogTooNewError, PhotoNotFoundError
+from photosearch.schema import Meta, Photo, PhotoStatus, Root
+
+BUSY_TIMEOUT_MS = 30_000
+_CHUNK = 500  # stays under SQLite's bound-parameter limit in IN (...) lists
+
+
+@dataclass(frozen=True)
+class RootInfo:
+    id: int
+    path: Path
+    added_at: datetime
+    last_indexed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the indexer needs to decide whether a file changed: cheap to load for a whole root."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class PhotoRecord:
+    id: int
+    root_id: int
+    path: Path
+    folder: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    status: str
+    error: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: datetime | None
+    camera_make: str | None
+    camera_model: str | None
+    gps_lat: float | None
+    gps_lon: float | None
+    orientation: int | None
+    indexed_at: datetime | None
+
+
+FACT_FIELDS = (
+    "width", "height", "format", "taken_at", "camera_make", "camera_model", "gps_lat", "gps_lon", "orientation",
+)  # fmt: skip
+
+
+def _record(row: Photo) -> PhotoRecord:
+    return PhotoRecord(
+        id=row.id, root_id=row.root_id, path=Path(row.path), folder=row.folder, size=row.size,
+        mtime_ns=row.mtime_ns, content_hash=row.content_hash, status=row.status, error=row.error,
+        width=row.width, height=row.height, format=row.format, taken_at=row.taken_at,
+        camera_make=row.camera_make, camera_model=row.camera_model, gps_lat=row.gps_lat,
+        gps_lon=row.gps_lon, orientation=row.orientation, indexed_at=row.indexed_at,
+    )  # fmt: skip
+
+
+def migrations_dir() -> Path:
+    """The Alembic script folder: inside the package when installed from a wheel, the repo's otherwise."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_migrations", here.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise CatalogError(f"photosearch is installed without its migrations (looked in {here})")
+
+
+def _now() -> datetime:
+    return datetime.now().replace(microsecond=0)
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+class Catalog:
+    def __init__(self, engine: Engine, path: Path) -> None:
+        self._engine = engine
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Catalog:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+            event.listen(engine, "connect", _on_connect)
+            _migrate(engine, path)
+        except (SQLAlchemyError, OSError) as exc:
+            raise CatalogError(f"cannot open the catalog {path}: {exc}") from exc
+        return cls(engine, path)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def _session(self) -> Session:
+        return Session(self._engine, expire_on_commit=False)
+
+    # -- roots -----------------------------------------------------------------------------------------
+    def add_root(self, path: Path) -> RootInfo:
+        with self._session() as s, s.begin():
+            row = s.scalar(select(Root).where(Root.path == str(path)))
+            if row is None:
+                row = Root(path=str(path), added_at=_now())
+                s.add(row)
+                s.flush()
+            return RootInfo(row.id, Path(row.path), row.added_at, row.last_indexed_at)
+
+    def roots(self) -> list[RootInfo]:
+        with self._session() as s:
+            rows = s.scalars(select(Root).order_by(Root.path))
+            return [RootInfo(r.id, Path(r.path), r.added_at, r.last_indexed_at) for r in rows]
+
+    def mark_root_indexed(self, root_id: int) -> None:
+        with self._session() as s, s.begin():
+            s.execute(update(Root).where(Root.id == root_id).values(last_indexed_at=_now()))
+
+    # -- reads -----------------------------------------------------------------------------------------
+    def file_states(self, root_id: int) -> dict[str, FileState]:
+        with self._session() as s:
+            rows = s.execute(
+                select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status)
+                .where(Photo.root_id == root_id)
+            )
+            return {r.path: FileState(*r) for r in rows}
+
+    def indexed_with_hash(self, content_hash: str) -> int | None:
+        """An indexed photo with these exact bytes, whose vector can be reused instead of calling the model."""
+        with self._session() as s:
+            return s.scalar(
+                select(Photo.id)
+                .where(Photo.content_hash == content_hash, Photo.status == PhotoStatus.INDEXED)
+                .limit(1)
+            )
+
+    def get(self, photo_id: int) -> PhotoRecord:
+        with self._session() as s:
+            row = s.get(Photo, photo_id)
+            if row is None:
+                raise PhotoNotFoundError(f"no photo with id {photo_id} in the catalog")
+            return _record(row)
+
+    def by_path(self, path: Path) -> PhotoRecord | None:
+        with self._session() as s:
+            row = s.scalar(select(Photo).where(Photo.path == str(path)))
+            return None if row is None else _record(row)
+
+    def records(self, ids: Iterable[int]) -> dict[int, PhotoRecord]:
+        found: dict[int, PhotoRecord] = {}
+        with self._session() as s:
+            for chunk in _chunks(list(ids)):
+                for row in s.scalars(select(Photo).where(Photo.id.in_(chunk))):
+                    found[row.id] = _record(row)
+        return found
+
+    def ids_with_status(self, status: PhotoStatus) -> set[int]:
+        with self._session() as s:
+            return set(s.scalars(select(Photo.id).where(Photo.status == status)))
+
+    def counts(self) -> dict[str, int]:
+        with self._session() as s:
+            rows = s.execute(select(Photo.status, func.count()).group_by(Photo.status))
+            counts = {status.value: 0 for status in PhotoStatus}
+            counts.update({status: n for status, n in rows})
+            return counts
+
+    def failures(self) -> list[tuple[Path, str]]:
+        with self._session() as s:
+            rows = s.execute(
+                select(Photo.path, Photo.error).where(Photo.status == PhotoStatus.FAILED).order_by(Photo.path)
+            )
+            return [(Path(p), e or "unknown error") for p, e in rows]
+
+    # -- writes ----------------------------------------------------------------------------------------
+    def upsert_files(self, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert or update photo rows keyed by path; return their ids in order.
+
+        Each dict holds at least path, root_id, folder, size, mtime_ns and status; other columns optional.
+        """
+        ids: list[int] = []
+        now = _now()
+        with self._session() as s, s.begin():
+            for values in rows:
+                row = s.scalar(select(Photo).where(Photo.path == values["path"]))
+                if row is None:
+                    row = Photo(updated_at=now, **values)
+                    s.add(row)
+                else:
+                    for key, value in values.items():
+                        setattr(row, key, value)
+                    row.updated_at = now
+                s.flush()
+                ids.append(row.id)
+        return ids
+
+    def set_indexed(self, ids: Sequence[int]) -> None:
+        now = _now()
+        with self._session() as s, s.begin():
+            for chunk in _chunks(ids):
+                s.execute(
+                    update(Photo)
+                    .where(Photo.id.in_(chunk))
+                    .values(status=PhotoStatus.INDEXED, error=None, indexed_at=now, updated_at=now)
+                )
+
+    def set_status(self, ids: Sequence[int], status: PhotoStatus) -> None:
+        with self._session() as s, s.begin():
+            for chunk in _chunks(ids):
+                s.execute(update(Photo).where(Photo.id.in_(chunk)).values(status=status, updated_at=_now()))
+
+    def reset_all_to_pending(self) -> None:
+        """For a reindex: every photo, failed ones included, is read and embedded again."""
+        with self._session() as s, s.begin():
+            s.execute(update(Photo).values(status=PhotoStatus.PENDING, error=None, updated_at=_now()))
+
+    def move(self, photo_id: int, *, path: str, root_id: int, folder: str, size: int, mtime_ns: int) -> None:
+        with self._session() as s, s.begin():
+            s.execute(
+                update(Photo)
+                .where(Photo.id == photo_id)
+                .values(path=path, root_id=root_id, folder=folder, size=size, mtime_ns=mtime_ns,
+                        updated_at=_now())
+            )  # fmt: skip
+
+    def delete(self, ids: Sequence[int]) -> None:
+        with self._session() as s, s.begin():
+            for chunk in _chunks(ids):
+                s.execute(delete(Photo).where(Photo.id.in_(chunk)))
+
+    # -- meta ------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self._session() as s:
+            return s.scalar(select(Meta.value).where(Meta.key == key))
+
+    def set_meta(self, values: dict[str, str | None]) -> None:
+        """Set (or, with None, remove) several keys in one transaction."""
+        with self._session() as s, s.begin():
+            for key, value in values.items():
+                row = s.get(Meta, key)
+                if value is None:
+                    if row is not None:
+                        s.delete(row)
+                elif row is None:
+                    s.add(Meta(key=key, value=value))
+                else:
+                    row.value = value
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: readers (searches) never block the writer (the indexer) and vice versa.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across application crashes in WAL mode; only power loss can drop the last commits,
+    # and the run journal makes the next run converge anyway.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _migrate(engine: Engine, path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    script = ScriptDirectory.from_config(cfg)
+    with engine.begin() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        known = {rev.revision for rev in script.walk_revisions()}
+        if current is not None and current not in known:
+            raise CatalogTooNewError(
+                f"the catalog {path} was written by a newer photosearch (schema revision {current}); "
+                "upgrade photosearch, or point data_dir at another folder"
+            )
+        if current == script.get_current_head():
+            return
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

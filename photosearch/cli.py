@@ -1,0 +1,226 @@
+"""The command line: a thin adapter over photosearch.library.
+
+It is the edge: it reads os.environ (into the Config), turns typed errors into one line on stderr and an exit
+code, and shows tracebacks only with --debug. Heavy modules are imported inside the commands so that
+`photosearch --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from photosearch.indexer import IndexReport
+    from photosearch.library import Library, LibraryStatus
+    from photosearch.search import SearchResult
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config file (TOML).")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the catalog and vectors live.")
+@click.option("--model", help="CLIP model: Hugging Face name or local folder.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="photosearch")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, data_dir: Path | None, model: str | None, debug: bool) -> None:
+    """Semantic search over your photo folders, on your own machine."""
+    ctx.obj = {"config_path": config_path, "overrides": {"data_dir": data_dir, "model.name": model}}
+
+
+@contextmanager
+def _library(ctx: click.Context) -> Iterator[Library]:
+    from photosearch.config import load_config
+    from photosearch.library import Library
+
+    config = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
+    with Library.open(config) as library:
+        yield library
+
+
+class _TqdmProgress:
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._bar: Any = None
+
+    def start(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, unit="photo", disable=not self._enabled or None, dynamic_ncols=True)
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+@cli.command()
+@click.argument("folders", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar (on a terminal).")
+@click.pass_context
+def index(ctx: click.Context, folders: tuple[Path, ...], progress: bool) -> None:
+    """Index FOLDERS (remembered as library roots), or every known root when none are given."""
+    bar = _TqdmProgress(progress)
+    with _library(ctx) as library:
+        try:
+            report = library.index(list(folders), progress=bar)
+        finally:
+            bar.close()
+    _print_report(report)
+
+
+@cli.command()
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar (on a terminal).")
+@click.pass_context
+def reindex(ctx: click.Context, progress: bool) -> None:
+    """Rebuild every vector with the configured model (needed after changing the model)."""
+    bar = _TqdmProgress(progress)
+    with _library(ctx) as library:
+        try:
+            report = library.reindex(progress=bar)
+        finally:
+            bar.close()
+    _print_report(report)
+
+
+def _print_report(report: IndexReport) -> None:
+    click.echo(
+        f"{report.new} new, {report.changed} changed, {report.unchanged} unchanged, {report.moved} moved, "
+        f"{report.removed} removed, {report.failed} failed "
+        f"({report.embedded} embedded, {report.reused} reused from identical files) in {report.seconds:.1f}s"
+    )
+    for root in report.missing_roots:
+        click.echo(f"warning: library folder {root} is missing (unmounted?); its photos were kept", err=True)
+    if report.failed:
+        click.echo("see `photosearch status --failed` for the reasons", err=True)
+
+
+def _print_results(results: Sequence[SearchResult], as_json: bool) -> None:
+    if as_json:
+        for result in results:
+            click.echo(json.dumps(result.to_dict()))
+        return
+    if not results:
+        click.echo("no results (is anything indexed? see `photosearch status`)", err=True)
+    for result in results:
+        click.echo(f"{result.rank:3d}  {result.score:.4f}  {result.path}")
+
+
+_K = click.option("-k", "--top", "k", type=click.IntRange(1, 1000), help="How many results (default 10).")
+_JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
+_FOLDER = click.option("--folder", type=click.Path(path_type=Path), help="Only photos under this folder.")
+
+
+@cli.command()
+@click.argument("query")
+@_K
+@_JSON
+@_FOLDER
+@click.pass_context
+def search(ctx: click.Context, query: str, k: int | None, as_json: bool, folder: Path | None) -> None:
+    """Photos that match a text QUERY, best first."""
+    with _library(ctx) as library:
+        _print_results(library.search(query, k=k, folder=folder), as_json)
+
+
+@cli.command()
+@click.argument("photo", type=click.Path(path_type=Path))
+@_K
+@_JSON
+@_FOLDER
+@click.pass_context
+def similar(ctx: click.Context, photo: Path, k: int | None, as_json: bool, folder: Path | None) -> None:
+    """Photos that look like PHOTO (an indexed photo or any image file)."""
+    with _library(ctx) as library:
+        _print_results(library.similar(photo, k=k, folder=folder), as_json)
+
+
+@cli.command()
+@_JSON
+@click.option("--failed", "show_failed", is_flag=True, help="List the files that failed, with reasons.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, show_failed: bool) -> None:
+    """What is indexed, pending and failed; the model; where the data lives."""
+    with _library(ctx) as library:
+        info = library.status()
+        failures = library.failures() if show_failed else []
+    if as_json:
+        data = _status_dict(info)
+        if show_failed:
+            data["failures"] = [{"path": str(p), "reason": r} for p, r in failures]
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_status(info)
+    for path, reason in failures:
+        click.echo(f"{path}: {reason}")
+
+
+def _status_dict(info: LibraryStatus) -> dict[str, Any]:
+    return {
+        "roots": [str(r.path) for r in info.roots],
+        "missing_roots": [str(p) for p in info.missing_roots],
+        "indexed": info.indexed,
+        "pending": info.pending,
+        "failed": info.failed,
+        "model": info.model,
+        "configured_model": info.configured_model,
+        "data_dir": str(info.data_dir),
+        "catalog_bytes": info.catalog_bytes,
+        "vectors_bytes": info.vectors_bytes,
+    }
+
+
+def _print_status(info: LibraryStatus) -> None:
+    for root in info.roots:
+        mark = "  (missing)" if root.path in info.missing_roots else ""
+        click.echo(f"library   {root.path}{mark}")
+    if not info.roots:
+        click.echo("library   (none yet: run `photosearch index FOLDER`)")
+    click.echo(f"photos    {info.indexed} indexed, {info.pending} pending, {info.failed} failed")
+    click.echo(f"model     {info.model or '(nothing indexed yet)'}")
+    if info.model is not None and not info.model.startswith(info.configured_model + " "):
+        click.echo(f"          configured: {info.configured_model} -> run `photosearch reindex`")
+    click.echo(f"data      {info.data_dir}")
+    click.echo(f"size      catalog {_mb(info.catalog_bytes)}, vectors {_mb(info.vectors_bytes)}")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="photosearch", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("photosearch: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("photosearch: interrupted; run the command again to continue where it stopped", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        from photosearch.errors import PhotosearchError
+
+        if debug:
+            traceback.print_exc()
+        if isinstance(exc, PhotosearchError):
+            click.echo(f"photosearch: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        click.echo(f"photosearch: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)",
+                   err=True)  # fmt: skip
+        sys.exit(70)

@@ -1,0 +1,370 @@
+"""The indexer: the only module that knows the order of the pipeline.
+
+    scan (scanner) -> diff against the catalog -> read + hash -> reuse a vector, or decode (imaging)
+    -> batch embed (embedder) -> write Chroma (vectorstore), then the catalog (catalog)
+
+Write order, which keeps the two stores consistent through any interruption:
+  * add/update: catalog row set to ``pending`` (committed) -> vector upserted into Chroma under the row id ->
+    row set to ``indexed``. A crash in between leaves a pending row, which the next run processes again;
+    the upsert is idempotent, so no vector is ever duplicated.
+  * remove, or a file turned unreadable: the catalog row is deleted (or set to ``failed``) first -> then its
+    vector is deleted. Searches only return vectors whose row is ``indexed``, so a vector left behind by a crash
+    is never shown.
+  * the run journal (meta ``run_state``) is set before the first write and cleared after the last. A run that
+    finds it set, or finds the two stores' counts disagreeing, reconciles first: vectors without an indexed row
+    are deleted, indexed rows without a vector go back to pending. After that the stores agree exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from photosearch.catalog import FACT_FIELDS, Catalog, FileState, RootInfo
+from photosearch.config import Config
+from photosearch.embedder import Embedder
+from photosearch.errors import ImageError
+from photosearch.imaging import DecodedPhoto, decode_photo
+from photosearch.scanner import ScannedFile, ScanProblem, scan
+from photosearch.schema import PhotoStatus
+from photosearch.vectorstore import VectorStore, folder_metadata
+
+JOURNAL_KEY = "run_state"
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+@dataclass
+class IndexReport:
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    removed: int = 0
+    failed: int = 0
+    embedded: int = 0  # images that went through the model
+    reused: int = 0  # files whose vector was copied from byte-identical content (duplicates)
+    missing_roots: list[Path] = field(default_factory=list)
+    reconciled: bool = False
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Work:
+    file: ScannedFile
+    root: RootInfo
+    state: FileState | None  # None: a path the catalog has never seen
+
+    @property
+    def folder(self) -> str:
+        rel = self.file.path.parent.relative_to(self.root.path).as_posix()
+        return "" if rel == "." else rel
+
+
+@dataclass(frozen=True)
+class Outcome:
+    work: Work
+    digest: str | None = None
+    photo: DecodedPhoto | None = None  # decoded: goes to the model
+    error: str | None = None  # could not be read or decoded
+    vanished: bool = False  # deleted between the scan and the read
+
+
+def _metadata(root_id: int, folder: str, taken_at: Any) -> dict[str, Any]:
+    meta = folder_metadata(root_id, folder)
+    if taken_at is not None:
+        meta["taken_at"] = int(taken_at.timestamp())
+    return meta
+
+
+class Indexer:
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        store: VectorStore,
+        embedder: Callable[[], Embedder],
+        min_side: int | None = None,
+    ) -> None:
+        self._config = config
+        self._catalog = catalog
+        self._store = store
+        self._get_embedder = embedder  # loaded on first use: a run with nothing new never loads the model
+        self._min_side = min_side
+
+    def run(self, roots: Sequence[RootInfo], progress: Progress | None = None) -> IndexReport:
+        started = time.monotonic()
+        report = IndexReport()
+        report.reconciled = self.reconcile_if_needed()
+        self._catalog.set_meta({JOURNAL_KEY: f"running pid={os.getpid()}"})
+        work, missing = self._plan(roots, report)
+        _Run(self, report, missing).process(work, progress or _NoProgress())
+        self._catalog.set_meta({JOURNAL_KEY: None})
+        report.seconds = time.monotonic() - started
+        return report
+
+    # -- consistency -----------------------------------------------------------------------------------
+    def reconcile_if_needed(self) -> bool:
+        indexed_count = self._catalog.counts()[PhotoStatus.INDEXED.value]
+        if self._catalog.get_meta(JOURNAL_KEY) is None and self._store.count() == indexed_count:
+            return False
+        self.reconcile()
+        return True
+
+    def reconcile(self) -> None:
+        """Make Chroma hold exactly one vector per indexed row (see the module docstring)."""
+        indexed = self._catalog.ids_with_status(PhotoStatus.INDEXED)
+        stored = self._store.all_ids()
+        self._store.delete(sorted(stored - indexed))
+        self._catalog.set_status(sorted(indexed - stored), PhotoStatus.PENDING)
+
+    # -- planning --------------------------------------------------------------------------------------
+    def _plan(self, roots: Sequence[RootInfo], report: IndexReport) -> tuple[list[Work], list[FileState]]:
+        work: list[Work] = []
+        missing: list[FileState] = []
+        for root in roots:
+            if not root.path.is_dir():
+                report.missing_roots.append(root.path)  # unmounted drive: keep its photos untouched
+                continue
+            states = self._catalog.file_states(root.id)
+            seen: set[str] = set()
+            unlisted: list[str] = []
+            for item in scan(root.path, self._config.index):
+                seen.add(str(item.path))
+                if isinstance(item, ScanProblem):
+                    if item.is_folder:
+                        unlisted.append(str(item.path) + os.sep)
+                    else:
+                        self._record_scan_problem(root, item, report)
+                    continue
+                state = states.get(str(item.path))
+                if (
+                    state is not None
+                    and state.status == PhotoStatus.INDEXED
+                    and (state.size, state.mtime_ns) == (item.size, item.mtime_ns)
+                ):
+                    report.unchanged += 1
+                else:
+                    work.append(Work(item, root, state))
+            missing.extend(
+                state
+                for path, state in states.items()
+                if path not in seen and not any(path.startswith(prefix) for prefix in unlisted)
+            )
+        return work, missing
+
+    def _record_scan_problem(self, root: RootInfo, problem: ScanProblem, report: IndexReport) -> None:
+        rel = problem.path.parent.relative_to(root.path).as_posix()
+        self.write_failed(
+            {"path": str(problem.path), "root_id": root.id, "folder": "" if rel == "." else rel,
+             "size": 0, "mtime_ns": 0},
+            problem.reason,
+        )  # fmt: skip
+        report.failed += 1
+
+    def write_failed(self, row: dict[str, Any], reason: str) -> None:
+        """Row first, then the vector: a failed row must not keep a (now wrong) vector in search results."""
+        existing = self._catalog.by_path(Path(row["path"]))
+        (photo_id,) = self._catalog.upsert_files(
+            [{**row, "status": PhotoStatus.FAILED, "error": reason, "content_hash": None}]
+        )
+        if existing is not None and existing.status == PhotoStatus.INDEXED:
+            self._store.delete([photo_id])
+
+    # -- the per-file worker (runs in threads) ---------------------------------------------------------
+    def examine(self, work: Work, moved_hashes: frozenset[str]) -> Outcome:
+        """Read and hash a file; decode it only when no existing vector can be reused for its bytes."""
+        try:
+            data = work.file.path.read_bytes()
+        except FileNotFoundError:
+            return Outcome(work, vanished=True)
+        except OSError as exc:
+            return Outcome(work, error=f"cannot read file: {exc.strerror or exc}")
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        state = work.state
+        if state is not None and state.status == PhotoStatus.INDEXED and state.content_hash == digest:
+            return Outcome(work, digest)  # touched, same bytes: keep the vector
+        if digest in moved_hashes or self._catalog.indexed_with_hash(digest) is not None:
+            return Outcome(work, digest)  # a move or a duplicate: the model is not needed
+        try:
+            photo = decode_photo(
+                data, name=str(work.file.path), max_pixels=self._config.index.max_image_pixels,
+                min_side=self._min_side,
+            )  # fmt: skip
+        except ImageError as exc:
+            return Outcome(work, digest, error=exc.reason)
+        return Outcome(work, digest, photo=photo)
+
+
+class _Run:
+    """One pass over the planned work: a bounded decode-ahead window feeding batches to the model."""
+
+    def __init__(self, indexer: Indexer, report: IndexReport, missing: list[FileState]) -> None:
+        self.ix = indexer
+        self.catalog = indexer._catalog
+        self.store = indexer._store
+        self.report = report
+        self.missing = missing
+        self.moves: dict[str, list[FileState]] = {}
+        for state in missing:
+            if state.status == PhotoStatus.INDEXED and state.content_hash:
+                self.moves.setdefault(state.content_hash, []).append(state)
+        self.batch: list[Outcome] = []
+        self.deferred: list[Outcome] = []  # byte-identical to something in the unflushed batch
+        self.embedded_now: dict[str, int] = {}  # digest -> photo id embedded during this run
+        self.batch_size = indexer._config.model.batch_size
+        self.progress: Progress = _NoProgress()
+
+    def process(self, work: list[Work], progress: Progress) -> None:
+        self.progress = progress
+        progress.start(len(work))
+        moved_hashes = frozenset(self.moves)
+        workers = max(1, min(4, os.cpu_count() or 1))
+        window: deque[Future[Outcome]] = deque()
+        pending = iter(work)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            try:
+                # Bounded decode-ahead: at most two batches of decoded images exist at any time.
+                for item in pending:
+                    window.append(pool.submit(self.ix.examine, item, moved_hashes))
+                    if len(window) >= 2 * self.batch_size:
+                        self._handle(window.popleft().result())
+                while window:
+                    self._handle(window.popleft().result())
+                self._flush()
+            except BaseException:
+                for future in window:
+                    future.cancel()
+                raise
+        self._remove_missing()
+
+    def _handle(self, outcome: Outcome) -> None:
+        work = outcome.work
+        if outcome.vanished:
+            self.progress.advance()
+            return
+        if outcome.error is not None:
+            self.ix.write_failed(self._row(work, outcome.digest), outcome.error)
+            self.report.failed += 1
+        elif outcome.photo is not None:
+            if outcome.digest in {o.digest for o in self.batch}:
+                self.deferred.append(outcome)
+                return
+            if outcome.digest in self.embedded_now:
+                self._reuse(outcome)
+            else:
+                self.batch.append(outcome)
+                if len(self.batch) >= self.batch_size:
+                    self._flush()
+                return
+        elif work.state is not None and work.state.content_hash == outcome.digest:
+            self.catalog.upsert_files([self._row(work, outcome.digest)])  # touched: new mtime, same bytes
+            self.report.unchanged += 1
+        else:
+            self._reuse(outcome)
+        self.progress.advance()
+
+    def _row(self, work: Work, digest: str | None) -> dict[str, Any]:
+        return {
+            "path": str(work.file.path), "root_id": work.root.id, "folder": work.folder,
+            "size": work.file.size, "mtime_ns": work.file.mtime_ns, "content_hash": digest,
+        }  # fmt: skip
+
+    def _count_new_or_changed(self, work: Work) -> None:
+        if work.state is None:
+            self.report.new += 1
+        else:
+            self.report.changed += 1
+
+    def _reuse(self, outcome: Outcome) -> None:
+        """A move (same bytes vanished elsewhere) keeps its row and vector; a duplicate copies a vector."""
+        work, digest = outcome.work, outcome.digest
+        assert digest is not None
+        candidates = self.moves.get(digest)
+        if work.state is None and candidates:
+            old = candidates.pop()
+            self.missing.remove(old)
+            self.catalog.move(
+                old.id, path=str(work.file.path), root_id=work.root.id, folder=work.folder,
+                size=work.file.size, mtime_ns=work.file.mtime_ns,
+            )  # fmt: skip
+            record = self.catalog.get(old.id)
+            self.store.update_metadata([old.id], [_metadata(work.root.id, work.folder, record.taken_at)])
+            self.report.moved += 1
+            return
+        source_id = self.embedded_now.get(digest) or self.catalog.indexed_with_hash(digest)
+        if source_id is None:  # its twin vanished meanwhile: decode after all
+            self._decode_now(outcome)
+            return
+        source = self.catalog.get(source_id)
+        facts = {name: getattr(source, name) for name in FACT_FIELDS}
+        row = {**self._row(work, digest), **facts, "status": PhotoStatus.PENDING, "error": None}
+        (photo_id,) = self.catalog.upsert_files([row])
+        vectors = self.store.vectors([source_id])
+        self.store.upsert([photo_id], vectors[source_id][None, :], [
+            _metadata(work.root.id, work.folder, source.taken_at)
+        ])  # fmt: skip
+        self.catalog.set_indexed([photo_id])
+        self.report.reused += 1
+        self._count_new_or_changed(work)
+
+    def _decode_now(self, outcome: Outcome) -> None:
+        redo = self.ix.examine(outcome.work, frozenset())
+        if redo.photo is None:
+            self.ix.write_failed(self._row(outcome.work, redo.digest), redo.error or "vanished")
+            self.report.failed += 1
+            return
+        self.batch.append(redo)
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self.batch:
+            return
+        batch, self.batch = self.batch, []
+        rows, metas = [], []
+        for outcome in batch:
+            assert outcome.photo is not None
+            facts = outcome.photo.facts
+            taken_at = facts.taken_at.replace(tzinfo=None) if facts.taken_at else None
+            fact_values = {name: getattr(facts, name) for name in FACT_FIELDS} | {"taken_at": taken_at}
+            rows.append({**self._row(outcome.work, outcome.digest), **fact_values,
+                         "status": PhotoStatus.PENDING, "error": None})  # fmt: skip
+            metas.append(_metadata(outcome.work.root.id, outcome.work.folder, taken_at))
+        ids = self.catalog.upsert_files(rows)
+        vectors = self.ix._get_embedder().embed_images([o.photo.image for o in batch if o.photo])
+        self.store.upsert(ids, vectors, metas)
+        self.catalog.set_indexed(ids)
+        for outcome, photo_id in zip(batch, ids, strict=True):
+            assert outcome.digest is not None
+            self.embedded_now[outcome.digest] = photo_id
+            self._count_new_or_changed(outcome.work)
+        self.report.embedded += len(batch)
+        self.progress.advance(len(batch))
+        deferred, self.deferred = self.deferred, []
+        for outcome in deferred:
+            self._reuse(outcome)
+            self.progress.advance()
+
+    def _remove_missing(self) -> None:
+        ids = [state.id for state in self.missing]
+        self.catalog.delete(ids)
+        self.store.delete(ids)
+        self.report.removed += len(ids)

@@ -1,0 +1,219 @@
+"""The library API: what the CLI and the HTTP app call. It wires the stages together and owns their lifetimes.
+
+    with Library.open(load_config()) as lib:
+        lib.index([Path("~/Pictures")])
+        for hit in lib.search("a dog on the beach", k=5):
+            print(hit.score, hit.path)
+
+The model and Chroma are opened lazily, so `status` and a run with nothing to do stay cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from photosearch.catalog import Catalog, RootInfo
+from photosearch.config import Config, ModelConfig
+from photosearch.embedder import Embedder, ModelIdentity, load_embedder
+from photosearch.errors import ImageError, LibraryRootError, ModelMismatchError
+from photosearch.imaging import decode_photo
+from photosearch.indexer import Indexer, IndexReport, Progress
+from photosearch.schema import PhotoStatus
+from photosearch.search import Searcher, SearchResult, folder_where
+from photosearch.vectorstore import VectorStore
+
+EmbedderFactory = Callable[[ModelConfig], Embedder]
+MODEL_KEY = "model"
+# JPEGs are decoded at a reduced scale (DCT scaling) whose shorter side stays >= this: twice the 224 px
+# CLIP input, so the final resize still has real pixels to average. It cuts decode time and memory several
+# fold on camera photos.
+DECODE_MIN_SIDE = 448
+
+
+@dataclass(frozen=True)
+class LibraryStatus:
+    roots: list[RootInfo]
+    missing_roots: list[Path]
+    indexed: int
+    pending: int
+    failed: int
+    model: str | None  # what the index was built with
+    configured_model: str
+    data_dir: Path
+    catalog_bytes: int
+    vectors_bytes: int
+
+
+def configured_model_name(config: ModelConfig) -> str:
+    """The name an index records: a local folder as its absolute path, a hub name as written."""
+    local = Path(config.name).expanduser()
+    return str(local.resolve()) if local.is_dir() else config.name
+
+
+def _tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+class Library:
+    def __init__(self, config: Config, catalog: Catalog, embedder_factory: EmbedderFactory) -> None:
+        self.config = config
+        self.catalog = catalog
+        self._embedder_factory = embedder_factory
+        self._embedder_instance: Embedder | None = None
+        self._store_instance: VectorStore | None = None
+
+    @classmethod
+    def open(cls, config: Config, *, embedder_factory: EmbedderFactory | None = None) -> Library:
+        """Open (creating if needed) the library whose data lives in config.data_dir.
+
+        embedder_factory replaces the CLIP loader: any object following the Embedder protocol will do.
+        """
+        catalog = Catalog.open(config.catalog_path)
+        return cls(config, catalog, embedder_factory or load_embedder)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    # -- model and store -------------------------------------------------------------------------------
+    def stored_model(self) -> ModelIdentity | None:
+        raw = self.catalog.get_meta(MODEL_KEY)
+        return None if raw is None else ModelIdentity(**json.loads(raw))
+
+    def _check_model_name(self) -> None:
+        stored, wanted = self.stored_model(), configured_model_name(self.config.model)
+        if stored is not None and stored.name != wanted:
+            raise _mismatch(stored.describe(), wanted)
+
+    def embedder(self) -> Embedder:
+        """The configured model, loaded once; refused if the index was built with another model."""
+        if self._embedder_instance is None:
+            self._check_model_name()
+            embedder = self._embedder_factory(self.config.model)
+            stored = self.stored_model()
+            if stored is None:
+                self._record_model(embedder.identity)
+            elif stored != embedder.identity:
+                raise _mismatch(stored.describe(), embedder.identity.describe())
+            self._embedder_instance = embedder
+        return self._embedder_instance
+
+    def _record_model(self, identity: ModelIdentity) -> None:
+        fields = {"name": identity.name, "revision": identity.revision, "dim": identity.dim}
+        self.catalog.set_meta({MODEL_KEY: json.dumps(fields)})
+
+    def store(self) -> VectorStore:
+        if self._store_instance is None:
+            self._check_model_name()
+            identity = self.stored_model() or self.embedder().identity
+            info = {"model": identity.name, "revision": identity.revision, "dim": identity.dim}
+            self._store_instance = VectorStore.open(self.config.chroma_dir, identity.key(), info)
+        return self._store_instance
+
+    # -- roots and indexing ----------------------------------------------------------------------------
+    def add_roots(self, paths: Sequence[Path]) -> list[RootInfo]:
+        added = []
+        for path in paths:
+            resolved = path.expanduser().resolve()
+            if not resolved.is_dir():
+                raise LibraryRootError(f"{path} is not a folder" if resolved.exists() else f"{path} does not exist")
+            added.append(self.catalog.add_root(resolved))
+        return added
+
+    def roots(self) -> list[RootInfo]:
+        return self.catalog.roots()
+
+    def index(self, paths: Sequence[Path] = (), progress: Progress | None = None) -> IndexReport:
+        """Index the given folders (remembering them as roots), or every known root when none are given."""
+        roots = self.add_roots(paths) if paths else self.roots()
+        if not roots:
+            raise LibraryRootError("no library folders yet: run `photosearch index FOLDER` once to add one")
+        self._check_model_name()
+        indexer = Indexer(self.config, self.catalog, self.store(), self.embedder, min_side=DECODE_MIN_SIDE)
+        report = indexer.run(roots, progress)
+        for root in roots:
+            if root.path not in report.missing_roots:
+                self.catalog.mark_root_indexed(root.id)
+        return report
+
+    def reindex(self, progress: Progress | None = None) -> IndexReport:
+        """Rebuild every vector with the configured model (after changing model.name, say)."""
+        embedder = self._embedder_factory(self.config.model)
+        # Catalog first: once it names the new model, any crash leaves an index that the next run completes,
+        # since the new model's (empty) collection disagrees with the indexed count and triggers reconcile.
+        self._record_model(embedder.identity)
+        self.catalog.reset_all_to_pending()
+        self._embedder_instance, self._store_instance = embedder, None
+        return self.index(progress=progress)
+
+    # -- queries ---------------------------------------------------------------------------------------
+    def _searcher(self) -> Searcher:
+        return Searcher(self.catalog, self.store(), self.embedder)
+
+    def search(self, query: str, k: int | None = None, folder: Path | None = None) -> list[SearchResult]:
+        where = folder_where(self.roots(), folder)
+        return self._searcher().by_text(query, k or self.config.search.default_k, where)
+
+    def similar(self, photo: Path, k: int | None = None, folder: Path | None = None) -> list[SearchResult]:
+        """Photos like PHOTO: an indexed photo (its stored vector is used, and it is left out of the results)
+        or any image file."""
+        where = folder_where(self.roots(), folder)
+        searcher = self._searcher()
+        k = k or self.config.search.default_k
+        path = photo.expanduser().absolute()
+        record = self.catalog.by_path(path) or self.catalog.by_path(path.resolve())
+        if record is not None and record.status == PhotoStatus.INDEXED:
+            vector = searcher.stored_vector(record.id)
+            if vector is not None:
+                return searcher.by_vector(vector, k, where, exclude=frozenset({record.id}))
+        vector = self.embedder().embed_images([self._decode_query(path)])[0]
+        exclude = frozenset({record.id}) if record is not None else frozenset()
+        return searcher.by_vector(vector, k, where, exclude=exclude)
+
+    def _decode_query(self, path: Path) -> object:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(str(path), f"cannot read file: {exc.strerror or exc}") from None
+        return decode_photo(data, name=str(path), max_pixels=self.config.index.max_image_pixels).image
+
+    # -- status ----------------------------------------------------------------------------------------
+    def status(self) -> LibraryStatus:
+        counts = self.catalog.counts()
+        roots = self.roots()
+        stored = self.stored_model()
+        return LibraryStatus(
+            roots=roots,
+            missing_roots=[r.path for r in roots if not r.path.is_dir()],
+            indexed=counts[PhotoStatus.INDEXED.value],
+            pending=counts[PhotoStatus.PENDING.value],
+            failed=counts[PhotoStatus.FAILED.value],
+            model=stored.describe() if stored else None,
+            configured_model=configured_model_name(self.config.model),
+            data_dir=self.config.data_dir,
+            catalog_bytes=sum(_tree_size(self.catalog.path.with_name(self.catalog.path.name + s))
+                              for s in ("", "-wal", "-shm")),
+            vectors_bytes=_tree_size(self.config.chroma_dir),
+        )  # fmt: skip
+
+    def failures(self) -> list[tuple[Path, str]]:
+        return self.catalog.failures()
+
+
+def _mismatch(built_with: str, configured: str) -> ModelMismatchError:
+    return ModelMismatchError(
+        f"the index was built with {built_with} but the configuration names {configured}: "
+        "run `photosearch reindex` to rebuild every vector with the configured model "
+        "(or set model.name back)"
+    )

@@ -1,0 +1,66 @@
+"""The catalog's tables as SQLAlchemy 2 ORM classes.
+
+The schema itself is owned by the Alembic migrations in migrations/; these classes must describe the same
+tables (tests compare them with the migrated database).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class PhotoStatus(StrEnum):
+    PENDING = "pending"  # known on disk, vector not written yet (the durable work queue)
+    INDEXED = "indexed"  # its vector is in Chroma under str(id)
+    FAILED = "failed"  # could not be read or decoded; ``error`` says why
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Root(Base):
+    __tablename__ = "roots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    added_at: Mapped[datetime] = mapped_column(DateTime)
+    last_indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Photo(Base):
+    __tablename__ = "photos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    folder: Mapped[str] = mapped_column(Text, index=True)  # posix path of the parent, relative to the root
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    format: Mapped[str | None] = mapped_column(String(16))
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    camera_make: Mapped[str | None] = mapped_column(Text)
+    camera_model: Mapped[str | None] = mapped_column(Text)
+    gps_lat: Mapped[float | None] = mapped_column(Float)
+    gps_lon: Mapped[float | None] = mapped_column(Float)
+    orientation: Mapped[int | None] = mapped_column(Integer)
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Meta(Base):
+    """Key/value facts about the index as a whole: the model it was built with, the run journal."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
