@@ -1,0 +1,98 @@
+"""Test helpers: photos made on the fly, and an Embedder that counts model calls around the real one."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from photosearch.catalog import Catalog
+from photosearch.config import Config, ModelConfig
+from photosearch.embedder import Embedder, ModelIdentity, load_embedder
+from photosearch.library import Library
+from photosearch.schema import PhotoStatus
+
+
+def make_photo(path: Path, seed: int, size: tuple[int, int] = (320, 240), fmt: str | None = None) -> Path:
+    """A distinct picture per seed: a coloured background with random shapes (not uniform noise)."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = rng.randrange(size[0]), rng.randrange(size[1])
+        box = (x0, y0, x0 + rng.randrange(20, size[0]), y0 + rng.randrange(20, size[1]))
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+    return path
+
+
+class CountingEmbedder:
+    """Wraps a real embedder at the declared Embedder interface and counts what reaches the model."""
+
+    def __init__(self, inner: Embedder, fail_after_batches: int | None = None) -> None:
+        self.inner = inner
+        self.image_calls = 0
+        self.images = 0
+        self.text_calls = 0
+        self.fail_after_batches = fail_after_batches
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return self.inner.identity
+
+    @property
+    def preferred_batch_size(self) -> int:
+        return self.inner.preferred_batch_size
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if self.fail_after_batches is not None and self.image_calls >= self.fail_after_batches:
+            raise KeyboardInterrupt  # what Ctrl-C does in the middle of a run
+        self.image_calls += 1
+        self.images += len(images)
+        return self.inner.embed_images(images)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self.text_calls += 1
+        return self.inner.embed_texts(texts)
+
+
+class Counted:
+    """An embedder factory for Library.open that loads the real model once and hands out counters."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, Embedder] = {}
+        self.last: CountingEmbedder | None = None
+        self.fail_after_batches: int | None = None
+
+    def __call__(self, config: ModelConfig) -> CountingEmbedder:
+        if config.name not in self.loaded:
+            self.loaded[config.name] = load_embedder(config)
+        self.last = CountingEmbedder(self.loaded[config.name], self.fail_after_batches)
+        return self.last
+
+    @property
+    def images(self) -> int:
+        return self.last.images if self.last else 0
+
+
+def make_config(data_dir: Path, model_dir: Path, **index: object) -> Config:
+    return Config(
+        data_dir=data_dir,
+        model=ModelConfig(name=str(model_dir), batch_size=4),
+        index={**index},  # type: ignore[arg-type]
+    )
+
+
+def assert_stores_agree(library: Library) -> set[int]:
+    """Chroma holds exactly one vector per indexed catalog row, nothing else; returns those ids."""
+    catalog: Catalog = library.catalog
+    indexed = catalog.ids_with_status(PhotoStatus.INDEXED)
+    stored = library.store().all_ids()
+    assert stored == indexed, f"only in Chroma: {stored - indexed}, only in catalog: {indexed - stored}"
+    assert library.store().count() == len(indexed)
+    return indexed
