@@ -22,3 +22,78 @@ def exif_samples() -> Path:
 def clip_files() -> Path:
     assert CLIP_FILES.is_dir(), f"CLIP tokenizer files missing: {CLIP_FILES}"
     return CLIP_FILES
+
+
+_TOKENIZER_FILES = (
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+)
+
+
+def _save_tiny_clip(folder: Path, clip_files: Path, seed: int) -> Path:
+    """A real CLIPModel (random weights, tiny sizes) saved exactly like a downloaded checkpoint.
+
+    The tokenizer and preprocessor files are the real ViT-B/32 ones, so the folder loads through the same code
+    path as a real model; only the network sizes differ (projection_dim 16).
+    """
+    import shutil
+
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 37,
+            "vocab_size": 49408,  # the real tokenizer's ids must all be valid
+            "max_position_embeddings": 77,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 37,
+            "image_size": 224,
+            "patch_size": 32,
+        },
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(folder)
+    for name in _TOKENIZER_FILES:
+        shutil.copy(clip_files / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, clip_files: Path) -> Path:
+    return _save_tiny_clip(tmp_path_factory.mktemp("tiny-clip-a"), clip_files, seed=1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_b(tmp_path_factory: pytest.TempPathFactory, clip_files: Path) -> Path:
+    """Same architecture as tiny_model_dir, different weights: a different model as far as the index cares."""
+    return _save_tiny_clip(tmp_path_factory.mktemp("tiny-clip-b"), clip_files, seed=5678)
+
+
+
+@pytest.fixture
+def run_unprivileged():
+    """Run a command without the capabilities that let root ignore file permissions (as is when not root),
+    so tests of unreadable files and folders are real in CI, which runs as root."""
+    import os
+    import subprocess
+
+    def run(cmd, check=True, **kwargs):
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+        result = subprocess.run(prefix + list(cmd), capture_output=True, text=True, **kwargs)
+        assert result.returncode == 0 or not check, result.stderr
+        return result
+
+    return run
