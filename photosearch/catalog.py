@@ -145,8 +145,9 @@ class Catalog:
     def file_states(self, root_id: int) -> dict[str, FileState]:
         with self._session() as s:
             rows = s.execute(
-                select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status)
-                .where(Photo.root_id == root_id)
+                select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status).where(
+                    Photo.root_id == root_id
+                )
             )
             return {r.path: FileState(*r) for r in rows}
 
@@ -154,9 +155,7 @@ class Catalog:
         """An indexed photo with these exact bytes, whose vector can be reused instead of calling the model."""
         with self._session() as s:
             return s.scalar(
-                select(Photo.id)
-                .where(Photo.content_hash == content_hash, Photo.status == PhotoStatus.INDEXED)
-                .limit(1)
+                select(Photo.id).where(Photo.content_hash == content_hash, Photo.status == PhotoStatus.INDEXED).limit(1)
             )
 
     def get(self, photo_id: int) -> PhotoRecord:

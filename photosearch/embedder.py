@@ -258,8 +258,7 @@ def _probe_hub(config: ModelConfig, cannot: str) -> None:
         get_hf_file_metadata(hf_hub_url(config.name, "config.json", revision=config.revision), timeout=10)
     except RevisionNotFoundError as exc:
         raise ModelNotAvailableError(
-            f"model {config.name!r} has no revision {config.revision!r} on the Hugging Face Hub:"
-            " fix model.revision"
+            f"model {config.name!r} has no revision {config.revision!r} on the Hugging Face Hub: fix model.revision"
         ) from exc
     except RepositoryNotFoundError as exc:
         raise ModelNotAvailableError(
@@ -298,8 +297,7 @@ def _load_parts(
         ) from exc
     if info["missing_keys"]:  # transformers fills missing weights with random values: silent garbage vectors
         raise ModelNotAvailableError(
-            f"model {config.name!r} lacks {len(info['missing_keys'])} CLIP weights (not a full CLIPModel):"
-            f" {_HINT}"
+            f"model {config.name!r} lacks {len(info['missing_keys'])} CLIP weights (not a full CLIPModel): {_HINT}"
         )
     return model, tokenizer, preprocess
 

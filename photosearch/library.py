@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from photosearch.catalog import Catalog, RootInfo
 from photosearch.config import Config, ModelConfig
@@ -25,6 +26,9 @@ from photosearch.indexer import Indexer, IndexReport, Progress
 from photosearch.schema import PhotoStatus
 from photosearch.search import Searcher, SearchResult, folder_where
 from photosearch.vectorstore import VectorStore
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 EmbedderFactory = Callable[[ModelConfig], Embedder]
 MODEL_KEY = "model"
@@ -117,7 +121,7 @@ class Library:
         if self._store_instance is None:
             self._check_model_name()
             identity = self.stored_model() or self.embedder().identity
-            info = {"model": identity.name, "revision": identity.revision, "dim": identity.dim}
+            info: dict[str, str | int] = {"model": identity.name, "revision": identity.revision, "dim": identity.dim}
             self._store_instance = VectorStore.open(self.config.chroma_dir, identity.key(), info)
         return self._store_instance
 
@@ -181,7 +185,7 @@ class Library:
         exclude = frozenset({record.id}) if record is not None else frozenset()
         return searcher.by_vector(vector, k, where, exclude=exclude)
 
-    def _decode_query(self, path: Path) -> object:
+    def _decode_query(self, path: Path) -> Image.Image:
         try:
             data = path.read_bytes()
         except OSError as exc:

@@ -74,7 +74,11 @@ class Searcher:
         return self.by_vector(vector, k, where)
 
     def by_vector(
-        self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None, exclude: frozenset[int] = frozenset()
+        self,
+        vector: np.ndarray,
+        k: int,
+        where: dict[str, Any] | None = None,
+        exclude: frozenset[int] = frozenset(),
     ) -> list[SearchResult]:
         _check_k(k)
         hits = self._store.query(vector, k + len(exclude), where)

@@ -22,10 +22,11 @@ from photosearch.errors import VectorStoreError
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
+    from chromadb.api.collection_configuration import CreateHNSWConfiguration
     from chromadb.api.models.Collection import Collection
 
 COLLECTION_PREFIX = "photos_"
-HNSW = {"space": "cosine", "max_neighbors": 32, "ef_construction": 200, "ef_search": 128}
+HNSW: CreateHNSWConfiguration = {"space": "cosine", "max_neighbors": 32, "ef_construction": 200, "ef_search": 128}
 MAX_FOLDER_DEPTH = 16  # metadata keys d1..d16 hold a photo's ancestor folders for exact subtree filters
 
 
@@ -79,7 +80,7 @@ class VectorStore:
                     client.delete_collection(existing.name)
             collection = client.get_or_create_collection(
                 name,
-                configuration={"hnsw": HNSW},  # type: ignore[typeddict-item]
+                configuration={"hnsw": HNSW},
                 metadata=dict(model_info),
                 embedding_function=None,
             )
@@ -139,6 +140,4 @@ class VectorStore:
         )
         distances = result["distances"]
         assert distances is not None
-        return [
-            Hit(int(i), 1.0 - float(d)) for i, d in zip(result["ids"][0], distances[0], strict=True)
-        ]
+        return [Hit(int(i), 1.0 - float(d)) for i, d in zip(result["ids"][0], distances[0], strict=True)]

@@ -82,7 +82,6 @@ def tiny_model_dir_b(tmp_path_factory: pytest.TempPathFactory, clip_files: Path)
     return _save_tiny_clip(tmp_path_factory.mktemp("tiny-clip-b"), clip_files, seed=5678)
 
 
-
 @pytest.fixture
 def run_unprivileged():
     """Run a command without the capabilities that let root ignore file permissions (as is when not root),

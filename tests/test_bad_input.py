@@ -19,7 +19,9 @@ def test_every_exif_sample_is_handled(tmp_path, tiny_model_dir, exif_samples):
     """The real samples, malformed EXIF blocks and the upstream 'invalid' set included: none stops the run."""
     with Library.open(make_config(tmp_path / "data", tiny_model_dir), embedder_factory=Counted()) as library:
         report = library.index([exif_samples])
-        on_disk = [p for p in exif_samples.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".heic", ".heif", ".tiff"}]
+        on_disk = [
+            p for p in exif_samples.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".heic", ".heif", ".tiff"}
+        ]
         status = library.status()
         assert status.indexed + status.failed == len(on_disk) == report.new + report.failed
         # their pixels decode, so they are searchable even where the EXIF is broken

@@ -237,7 +237,5 @@ def test_checkpoint_missing_weights_is_refused(tiny_model_dir, tmp_path):
 
 def test_import_does_not_load_torch_or_transformers():
     code = "import sys, photosearch.embedder; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

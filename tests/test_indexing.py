@@ -90,9 +90,7 @@ def test_rename_and_folder_move_keep_vectors_without_calling_the_model(library, 
     # the Chroma metadata followed the move: a folder filter finds it under its new folder only
     hits = library.search("anything", k=9, folder=lib_dir / "holidays")
     assert {h.path.name for h in hits} == {"t6.png", "t7.png", "t8.png"}
-    assert library.search("anything", k=9, folder=lib_dir / "holidays" / "2023" / "..")[0].folder.startswith(
-        "holidays"
-    )
+    assert library.search("anything", k=9, folder=lib_dir / "holidays" / "2023" / "..")[0].folder.startswith("holidays")
     assert_stores_agree(library)
 
 

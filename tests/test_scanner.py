@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from photosearch.config import IndexConfig
-from photosearch.scanner import ScannedFile, ScanProblem, scan
+from photosearch.scanner import ScannedFile, scan
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:

@@ -67,7 +67,7 @@ def test_similar_to_an_indexed_photo_leaves_it_out_and_uses_its_stored_vector(in
 
 
 def test_similar_to_an_outside_image_file(indexed, lib_dir, tmp_path):
-    library, counted = indexed
+    library, _counted = indexed
     outside = tmp_path / "outside.jpg"
     Image.open(lib_dir / "b" / "p5.jpg").save(outside, quality=90)  # same picture, other bytes
     results = library.similar(outside, k=3)
@@ -99,19 +99,18 @@ def test_another_model_is_refused_until_reindex(indexed, tmp_path, tiny_model_di
         assert lib_b.store().name.endswith(lib_b.stored_model().key())
         assert len(lib_b.store()._client.list_collections()) == 1  # model A's vectors are gone
     # and now model A is the stranger
-    with Library.open(make_config(tmp_path / "data", tiny_model_dir), embedder_factory=Counted()) as lib_a:
-        with pytest.raises(ModelMismatchError):
-            lib_a.search("a cat")
+    config_a = make_config(tmp_path / "data", tiny_model_dir)
+    with Library.open(config_a, embedder_factory=Counted()) as lib_a, pytest.raises(ModelMismatchError):
+        lib_a.search("a cat")
 
 
 def test_reindex_interrupted_then_completed_by_a_plain_index(indexed, tmp_path, tiny_model_dir_b):
-    library, _ = indexed
+    _library, _ = indexed
     other = Counted()
     other.fail_after_batches = 1
     config_b = make_config(tmp_path / "data", tiny_model_dir_b)
-    with Library.open(config_b, embedder_factory=other) as lib_b:
-        with pytest.raises(KeyboardInterrupt):
-            lib_b.reindex()
+    with Library.open(config_b, embedder_factory=other) as lib_b, pytest.raises(KeyboardInterrupt):
+        lib_b.reindex()
     finisher = Counted()
     with Library.open(config_b, embedder_factory=finisher) as lib_b:
         report = lib_b.index()
