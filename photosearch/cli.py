@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -199,9 +200,19 @@ def _mb(n: int) -> str:
     return f"{n / 1_000_000:.1f} MB"
 
 
+def _quiet_libraries(debug: bool) -> None:
+    """Library chatter (weight-loading bars, corrupt-EXIF warnings) is noise on a terminal; --debug keeps it."""
+    if debug:
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\..*")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    _quiet_libraries(debug)
     try:
         cli.main(args=args, prog_name="photosearch", standalone_mode=False)
     except click.exceptions.Abort:

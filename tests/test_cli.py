@@ -1,0 +1,162 @@
+"""Every CLI command end to end: the real entry point in a subprocess, with a tiny real CLIP model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import Counted, assert_stores_agree, make_config, make_photo
+
+from photosearch.library import Library
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A clean environment: no user config file, no PHOTOSEARCH_* from the developer's shell."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
+    clean["XDG_CONFIG_HOME"] = str(tmp_path / "xdg-config")
+    clean["HF_HOME"] = str(tmp_path / "hf-home")  # an empty Hugging Face cache
+    return clean
+
+
+@pytest.fixture
+def ps(tmp_path, tiny_model_dir, env):
+    data = tmp_path / "data"
+
+    def run(*args, expect=0, model=tiny_model_dir, extra_env=None):
+        cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(data), "--model", str(model), *map(str, args)]
+        result = subprocess.run(cmd, capture_output=True, text=True, env={**env, **(extra_env or {})}, timeout=300)
+        assert result.returncode == expect, (result.returncode, result.stdout, result.stderr)
+        return result
+
+    return run
+
+
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path / "Pictures"
+    for i in range(5):
+        make_photo(root / f"p{i}.jpg", seed=i)
+    for i in range(5, 8):
+        make_photo(root / "2024" / f"q{i}.png", seed=i)
+    (root / "broken.jpg").write_bytes(b"not a photo")
+    return root
+
+
+def test_index_search_similar_status(ps, photos, tiny_model_dir):
+    out = ps("index", photos).stdout
+    assert out.startswith("8 new, 0 changed, 0 unchanged, 0 moved, 0 removed, 1 failed")
+    assert ps("index").stdout.startswith("0 new, 0 changed, 8 unchanged")  # every remembered root
+
+    lines = ps("search", "a dog on the beach", "-k", "3", "--json").stdout.splitlines()
+    hits = [json.loads(line) for line in lines]
+    assert len(hits) == 3 and all({"id", "path", "score", "rank"} <= h.keys() for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    plain = ps("search", "a dog on the beach", "-k", "3").stdout.splitlines()
+    assert [line.split()[2] for line in plain] == [h["path"] for h in hits]
+
+    in_folder = [json.loads(x) for x in ps("search", "x", "--folder", photos / "2024", "--json").stdout.splitlines()]
+    assert {h["path"] for h in in_folder} == {str(photos / "2024" / f"q{i}.png") for i in range(5, 8)}
+
+    query = photos / "p2.jpg"
+    similar = [json.loads(x) for x in ps("similar", query, "-k", "10", "--json").stdout.splitlines()]
+    assert len(similar) == 7 and str(query) not in {h["path"] for h in similar}
+
+    status = json.loads(ps("status", "--json").stdout)
+    assert (status["indexed"], status["pending"], status["failed"]) == (8, 0, 1)
+    assert status["model"].startswith(str(tiny_model_dir.resolve()))
+    assert status["roots"] == [str(photos)]
+    assert status["catalog_bytes"] > 0 and status["vectors_bytes"] > 0
+    failed = ps("status", "--failed").stdout
+    assert f"{photos / 'broken.jpg'}: not an image" in failed
+    text = ps("status").stdout
+    assert "8 indexed, 0 pending, 1 failed" in text
+
+
+def test_model_change_is_refused_with_one_line_then_reindex(ps, photos, tiny_model_dir_b):
+    ps("index", photos)
+    refused = ps("search", "x", model=tiny_model_dir_b, expect=65)
+    assert refused.stdout == ""
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert refused.stderr.startswith("photosearch: error: the index was built with")
+    assert "photosearch reindex" in refused.stderr
+    out = ps("reindex", model=tiny_model_dir_b).stdout
+    assert "8 embedded" in out
+    assert len(ps("search", "x", "--json", model=tiny_model_dir_b).stdout.splitlines()) == 8
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(ps, tmp_path):
+    missing = ps("index", tmp_path / "nowhere", expect=66)
+    assert missing.stderr.strip() == f"photosearch: error: {tmp_path / 'nowhere'} does not exist"
+    debug = ps("--debug", "index", tmp_path / "nowhere", expect=66)
+    assert "Traceback (most recent call last)" in debug.stderr and "LibraryRootError" in debug.stderr
+    nothing = ps("index", expect=66)
+    assert "photosearch index FOLDER" in nothing.stderr
+    bad_k = ps("search", "x", "-k", "0", expect=2)
+    assert "Invalid value" in bad_k.stderr
+
+
+def test_uncached_hub_model_without_network_is_one_clear_line(ps, photos):
+    result = ps("index", photos, model="openai/clip-vit-base-patch32", expect=69)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "openai/clip-vit-base-patch32" in lines[0] and "local folder" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_help_is_instant_and_imports_nothing_heavy(env):
+    code = (
+        "import sys, photosearch.cli;"
+        "print(sorted(m for m in ('torch', 'transformers', 'chromadb') if m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.strip() == "[]"
+    result = subprocess.run([sys.executable, "-m", "photosearch", "--help"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0
+    for command in ("index", "search", "similar", "status", "reindex"):
+        assert command in result.stdout
+
+
+def _indexed_count(catalog_path) -> int:
+    try:
+        with sqlite3.connect(catalog_path, timeout=5) as conn:
+            return conn.execute("select count(*) from photos where status = 'indexed'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0  # not created yet
+
+
+def test_sigkill_in_the_middle_of_a_run_converges(tmp_path, tiny_model_dir, env):
+    """A real `photosearch index` process killed with SIGKILL mid-run, three times; the next run converges."""
+    root = tmp_path / "lib"
+    total = 120
+    for i in range(total):
+        make_photo(root / f"d{i % 4}" / f"p{i}.jpg", seed=i, size=(640, 480))
+    data = tmp_path / "data"
+    cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(data), "--model", str(tiny_model_dir)]
+    run_env = {**env, "PHOTOSEARCH_MODEL_BATCH_SIZE": "2"}
+    killed_at = []
+    for _ in range(3):
+        proc = subprocess.Popen([*cmd, "index", "--no-progress", str(root)], env=run_env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        start = _indexed_count(data / "catalog.sqlite3")
+        deadline = time.monotonic() + 120
+        while _indexed_count(data / "catalog.sqlite3") < start + 6 and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at.append(_indexed_count(data / "catalog.sqlite3"))
+    assert killed_at[-1] < total, "the runs finished before they could be killed: the test proved nothing"
+    final = subprocess.run([*cmd, "index", "--no-progress"], env=run_env, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    with Library.open(make_config(data, tiny_model_dir), embedder_factory=Counted()) as library:
+        ids = assert_stores_agree(library)
+        assert len(ids) == total
+        status = library.status()
+        assert (status.pending, status.failed) == (0, 0)
+        assert len({r.path for r in library.catalog.records(ids).values()}) == total
