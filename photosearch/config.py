@@ -52,7 +52,6 @@ class IndexConfig(_Section):
     include_hidden: bool = False
     follow_symlinks: bool = True
     max_image_pixels: int = Field(default=150_000_000, ge=1)
-    commit_every: int = Field(default=256, ge=1)
 
 
 class SearchConfig(_Section):
@@ -133,10 +132,13 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
 
 
-def _describe(exc: ValidationError, source: str) -> str:
+def _describe(exc: ValidationError, source: str, origins: Mapping[tuple[str, ...], str]) -> str:
+    """One line naming the key, and where its bad value came from (file, environment variable or flag)."""
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    return f"invalid configuration ({source}): {where}: {first['msg']}"
+    loc = tuple(str(p) for p in first["loc"])
+    origin = next((origins[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origins), source)
+    where = ".".join(loc) or "(top level)"
+    return f"invalid configuration ({origin}): {where}: {first['msg']}"
 
 
 def load_config(
@@ -160,15 +162,22 @@ def load_config(
     elif use_default_file and default_config_path().is_file():
         tree = _read_file(default_config_path())
         source = str(default_config_path())
-    for name, key_path in env_var_names().items():
-        if env is not None and name in env:
-            _set(tree, key_path, _env_value(env[name], key_path))
+    origins: dict[tuple[str, ...], str] = {}
+    known = env_var_names()
+    for name, raw in (env or {}).items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        if name not in known:
+            raise ConfigError(f"unknown environment variable {name} (see config.example.toml for the names)")
+        _set(tree, known[name], _env_value(raw, known[name]))
+        origins[known[name]] = f"environment variable {name}"
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set(tree, tuple(dotted.split(".")), value)
+            origins[tuple(dotted.split("."))] = f"option {dotted}"
     tree.setdefault("data_dir", default_data_dir())
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(_describe(exc, source, origins)) from None
     return config.model_copy(update={"data_dir": config.data_dir.expanduser()})
