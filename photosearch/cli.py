@@ -43,6 +43,7 @@ def _library(ctx: click.Context) -> Iterator[Library]:
     from photosearch.library import Library
 
     config = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
+    _log_to_file(config.log_dir)
     with Library.open(config) as library:
         yield library
 
@@ -200,6 +201,19 @@ def _mb(n: int) -> str:
     return f"{n / 1_000_000:.1f} MB"
 
 
+def _log_to_file(log_dir: Path) -> None:
+    """Keep a rotating log of what the library did (runs, failures) in the data directory."""
+    import logging
+    from logging.handlers import RotatingFileHandler
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handler = RotatingFileHandler(log_dir / "photosearch.log", maxBytes=5_000_000, backupCount=3)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("photosearch")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+
+
 def _quiet_libraries(debug: bool) -> None:
     """Library chatter (weight-loading bars, corrupt-EXIF warnings) is noise on a terminal; --debug keeps it."""
     if debug:
@@ -213,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     _quiet_libraries(debug)
+    if debug:
+        import logging
+
+        logging.getLogger("photosearch").addHandler(logging.StreamHandler())
+        logging.getLogger("photosearch").setLevel(logging.DEBUG)
     try:
         cli.main(args=args, prog_name="photosearch", standalone_mode=False)
     except click.exceptions.Abort:

@@ -18,6 +18,7 @@ Write order, which keeps the two stores consistent through any interruption:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections import deque
@@ -37,6 +38,7 @@ from photosearch.schema import PhotoStatus
 from photosearch.vectorstore import VectorStore, folder_metadata
 
 JOURNAL_KEY = "run_state"
+log = logging.getLogger(__name__)
 
 
 class Progress(Protocol):
@@ -119,6 +121,7 @@ class Indexer:
         _Run(self, report, missing).process(work, progress or _NoProgress())
         self._catalog.set_meta({JOURNAL_KEY: None})
         report.seconds = time.monotonic() - started
+        log.info("index run: %s", report)
         return report
 
     # -- consistency -----------------------------------------------------------------------------------
@@ -133,6 +136,11 @@ class Indexer:
         """Make Chroma hold exactly one vector per indexed row (see the module docstring)."""
         indexed = self._catalog.ids_with_status(PhotoStatus.INDEXED)
         stored = self._store.all_ids()
+        log.warning(
+            "the last run did not finish: reconciling (%d orphan vectors, %d rows without a vector)",
+            len(stored - indexed),
+            len(indexed - stored),
+        )
         self._store.delete(sorted(stored - indexed))
         self._catalog.set_status(sorted(indexed - stored), PhotoStatus.PENDING)
 
@@ -142,6 +150,7 @@ class Indexer:
         missing: list[FileState] = []
         for root in roots:
             if not root.path.is_dir():
+                log.warning("library folder %s is missing (unmounted?): its photos are kept", root.path)
                 report.missing_roots.append(root.path)  # unmounted drive: keep its photos untouched
                 continue
             states = self._catalog.file_states(root.id)
@@ -182,6 +191,7 @@ class Indexer:
 
     def write_failed(self, row: dict[str, Any], reason: str) -> None:
         """Row first, then the vector: a failed row must not keep a (now wrong) vector in search results."""
+        log.info("failed: %s: %s", row["path"], reason)
         existing = self._catalog.by_path(Path(row["path"]))
         (photo_id,) = self._catalog.upsert_files(
             [{**row, "status": PhotoStatus.FAILED, "error": reason, "content_hash": None}]
@@ -222,7 +232,7 @@ class _Run:
         self.catalog = indexer._catalog
         self.store = indexer._store
         self.report = report
-        self.missing = missing
+        self.missing = {state.id: state for state in missing}  # removed at the end unless a move claims them
         self.moves: dict[str, list[FileState]] = {}
         for state in missing:
             if state.status == PhotoStatus.INDEXED and state.content_hash:
@@ -301,7 +311,7 @@ class _Run:
         candidates = self.moves.get(digest)
         if work.state is None and candidates:
             old = candidates.pop()
-            self.missing.remove(old)
+            del self.missing[old.id]
             self.catalog.move(
                 old.id, path=str(work.file.path), root_id=work.root.id, folder=work.folder,
                 size=work.file.size, mtime_ns=work.file.mtime_ns,
@@ -364,7 +374,7 @@ class _Run:
             self.progress.advance()
 
     def _remove_missing(self) -> None:
-        ids = [state.id for state in self.missing]
+        ids = sorted(self.missing)
         self.catalog.delete(ids)
         self.store.delete(ids)
         self.report.removed += len(ids)

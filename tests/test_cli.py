@@ -49,7 +49,7 @@ def photos(tmp_path):
     return root
 
 
-def test_index_search_similar_status(ps, photos, tiny_model_dir):
+def test_index_search_similar_status(ps, photos, tiny_model_dir, tmp_path):
     out = ps("index", photos).stdout
     assert out.startswith("8 new, 0 changed, 0 unchanged, 0 moved, 0 removed, 1 failed")
     assert ps("index").stdout.startswith("0 new, 0 changed, 8 unchanged")  # every remembered root
@@ -77,6 +77,8 @@ def test_index_search_similar_status(ps, photos, tiny_model_dir):
     assert f"{photos / 'broken.jpg'}: not an image" in failed
     text = ps("status").stdout
     assert "8 indexed, 0 pending, 1 failed" in text
+    log = (tmp_path / "data" / "logs" / "photosearch.log").read_text()
+    assert f"failed: {photos / 'broken.jpg'}: not an image" in log and "index run:" in log
 
 
 def test_model_change_is_refused_with_one_line_then_reindex(ps, photos, tiny_model_dir_b):
