@@ -119,8 +119,11 @@ class Catalog:
     def close(self) -> None:
         self._engine.dispose()
 
-    def _session(self) -> Session:
+    def session(self) -> Session:
+        """A new session on the catalog database, for modules that own other tables in it (workqueue)."""
         return Session(self._engine, expire_on_commit=False)
+
+    _session = session
 
     # -- roots -----------------------------------------------------------------------------------------
     def add_root(self, path: Path) -> RootInfo:
@@ -188,6 +191,13 @@ class Catalog:
             counts = {status.value: 0 for status in PhotoStatus}
             counts.update({status: n for status, n in rows})
             return counts
+
+    def indexed_since(self, since: datetime) -> int:
+        with self._session() as s:
+            return (
+                s.scalar(select(func.count()).where(Photo.status == PhotoStatus.INDEXED, Photo.indexed_at >= since))
+                or 0
+            )
 
     def failures(self) -> list[tuple[Path, str]]:
         with self._session() as s:

@@ -54,6 +54,16 @@ class IndexConfig(_Section):
     max_image_pixels: int = Field(default=150_000_000, ge=1)
 
 
+class WatchConfig(_Section):
+    observer: Literal["auto", "native", "polling"] = "auto"
+    polling_interval: float = Field(default=5.0, gt=0, le=3600)
+    debounce: float = Field(default=1.0, ge=0, le=600)
+    settle: float = Field(default=2.0, ge=0, le=3600)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    batch_wait: float = Field(default=5.0, ge=0, le=3600)
+    max_tracked_paths: int = Field(default=10_000, ge=10)
+
+
 class SearchConfig(_Section):
     default_k: int = Field(default=10, ge=1, le=10_000)
 
@@ -62,6 +72,7 @@ class Config(_Section):
     data_dir: Path
     model: ModelConfig = ModelConfig()
     index: IndexConfig = IndexConfig()
+    watch: WatchConfig = WatchConfig()
     search: SearchConfig = SearchConfig()
 
     @property

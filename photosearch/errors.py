@@ -7,6 +7,11 @@ the edges need no table of their own. ``str(error)`` is the one actionable line 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from photosearch.locking import LockHolder
+
 
 class PhotosearchError(Exception):
     """Base class of every error photosearch raises on purpose."""
@@ -89,3 +94,24 @@ class InvalidQueryError(PhotosearchError):
 
     exit_code = 64  # EX_USAGE
     http_status = 422
+
+
+class WriterBusyError(PhotosearchError):
+    """Another process (the daemon, or another index run) is writing to this library."""
+
+    exit_code = 75  # EX_TEMPFAIL
+    http_status = 409
+
+    def __init__(self, holder: LockHolder) -> None:
+        if holder.role == "watch":
+            message = (
+                "photosearch watch is already running for this data directory "
+                f"(pid {holder.pid}, since {holder.since:%Y-%m-%d %H:%M})"
+            )
+        else:
+            message = (
+                f"another `photosearch {holder.role}` (pid {holder.pid}) is writing to this library; "
+                "wait for it to finish"
+            )
+        super().__init__(message)
+        self.holder = holder

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -53,7 +53,7 @@ class Photo(Base):
     gps_lat: Mapped[float | None] = mapped_column(Float)
     gps_lon: Mapped[float | None] = mapped_column(Float)
     orientation: Mapped[int | None] = mapped_column(Integer)
-    indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
 
@@ -64,3 +64,19 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class QueueEntry(Base):
+    """A path the daemon saw change and has not processed yet: the durable, de-duplicated work queue.
+
+    One row per path (a later event for the same path only moves ``due_at``), so the queue is bounded by the
+    number of distinct paths that changed, not by the number of events.
+    """
+
+    __tablename__ = "queue"
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    moved_from: Mapped[str | None] = mapped_column(Text)
+    is_dir: Mapped[bool] = mapped_column(Boolean)
+    first_seen: Mapped[float] = mapped_column(Float)  # epoch seconds of the first event: bounds the wait
+    due_at: Mapped[float] = mapped_column(Float, index=True)  # last event + debounce

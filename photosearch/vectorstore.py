@@ -11,7 +11,10 @@ measure both.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from photosearch.errors import VectorStoreError
+from photosearch.locking import store_lock
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -59,71 +63,123 @@ class Hit:
 
 
 class VectorStore:
-    def __init__(self, client: ClientAPI, collection: Collection) -> None:
-        self._client = client
-        self._collection = collection
+    """The current model's Chroma collection, safe to use from several processes.
+
+    Chroma's embedded client keeps the HNSW graph in memory and does not notice another process's writes.
+    So every write holds ``chroma.lock`` exclusively and then touches it; every read holds it shared and,
+    when the lock file's mtime shows that another process wrote since this one last looked, first reopens
+    the client from disk. A process that is the only writer (the daemon) never reopens, so it stays warm.
+    """
+
+    def __init__(self, directory: Path, name: str, model_info: Mapping[str, str | int]) -> None:
+        self._directory = directory
+        self._name = name
+        self._model_info = dict(model_info)
+        self._lock_path = directory.with_name(directory.name + ".lock")
+        self._seen_generation = -1
+        self._mutex = threading.RLock()  # one reopen at a time, and no query on a client being replaced
+        self._client: ClientAPI | None = None
+        self._collection: Collection | None = None
 
     @classmethod
     def open(cls, directory: Path, model_key: str, model_info: Mapping[str, str | int]) -> VectorStore:
         """Open (or create) the collection of this model and drop the collections of any other model."""
-        import chromadb
-        from chromadb.config import Settings
-
-        name = COLLECTION_PREFIX + model_key
+        store = cls(directory, COLLECTION_PREFIX + model_key, model_info)
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            client = chromadb.PersistentClient(
-                path=str(directory), settings=Settings(anonymized_telemetry=False, allow_reset=False)
-            )
-            for existing in client.list_collections():
-                if existing.name.startswith(COLLECTION_PREFIX) and existing.name != name:
-                    client.delete_collection(existing.name)
-            collection = client.get_or_create_collection(
-                name,
-                configuration={"hnsw": HNSW},
-                metadata=dict(model_info),
-                embedding_function=None,
-            )
+            with store._writing():
+                client = store._client
+                assert client is not None
+                for existing in client.list_collections():
+                    if existing.name.startswith(COLLECTION_PREFIX) and existing.name != store._name:
+                        client.delete_collection(existing.name)
         except Exception as exc:  # chromadb raises a zoo of types (sqlite, rust bindings, its own)
             raise VectorStoreError(f"cannot open the vector store in {directory}: {exc}") from exc
-        return cls(client, collection)
+        return store
+
+    def _load(self) -> None:
+        import chromadb
+        from chromadb.api.shared_system_client import SharedSystemClient
+        from chromadb.config import Settings
+
+        # Chroma caches one client system per path and process; drop it so the files are read afresh.
+        SharedSystemClient.clear_system_cache()
+        self._client = chromadb.PersistentClient(
+            path=str(self._directory), settings=Settings(anonymized_telemetry=False, allow_reset=False)
+        )
+        self._collection = self._client.get_or_create_collection(
+            self._name, configuration={"hnsw": HNSW}, metadata=self._model_info, embedding_function=None
+        )
+
+    def _generation(self) -> int:
+        return self._lock_path.stat().st_mtime_ns
+
+    @contextmanager
+    def _reading(self) -> Iterator[Collection]:
+        with self._mutex, store_lock(self._lock_path, exclusive=False):
+            if self._collection is None or self._generation() != self._seen_generation:
+                self._load()
+                self._seen_generation = self._generation()
+            assert self._collection is not None
+            yield self._collection
+
+    @contextmanager
+    def _writing(self) -> Iterator[Collection]:
+        with self._mutex, store_lock(self._lock_path, exclusive=True):
+            if self._collection is None or self._generation() != self._seen_generation:
+                self._load()
+            assert self._collection is not None
+            yield self._collection
+            os.utime(self._lock_path)  # tell readers in other processes to reload
+            self._seen_generation = self._generation()
 
     @property
     def name(self) -> str:
-        return self._collection.name
+        return self._name
+
+    def collection_names(self) -> list[str]:
+        with self._reading():
+            assert self._client is not None
+            return [c.name for c in self._client.list_collections()]
 
     def count(self) -> int:
-        return self._collection.count()
+        with self._reading() as collection:
+            return collection.count()
 
     def upsert(self, ids: Sequence[int], vectors: np.ndarray, metadatas: Sequence[dict[str, Any]]) -> None:
         if not ids:
             return
-        self._collection.upsert(
-            ids=[str(i) for i in ids], embeddings=vectors.astype(np.float32), metadatas=list(metadatas)
-        )
+        with self._writing() as collection:
+            collection.upsert(
+                ids=[str(i) for i in ids], embeddings=vectors.astype(np.float32), metadatas=list(metadatas)
+            )
 
     def update_metadata(self, ids: Sequence[int], metadatas: Sequence[dict[str, Any]]) -> None:
         if ids:
-            self._collection.update(ids=[str(i) for i in ids], metadatas=list(metadatas))
+            with self._writing() as collection:
+                collection.update(ids=[str(i) for i in ids], metadatas=list(metadatas))
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         if not ids:
             return {}
-        got = self._collection.get(ids=[str(i) for i in ids], include=["embeddings"])
+        with self._reading() as collection:
+            got = collection.get(ids=[str(i) for i in ids], include=["embeddings"])
         embeddings = got["embeddings"]
         assert embeddings is not None
         return {int(i): np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], embeddings, strict=True)}
 
     def delete(self, ids: Sequence[int]) -> None:
         if ids:
-            self._collection.delete(ids=[str(i) for i in ids])
+            with self._writing() as collection:
+                collection.delete(ids=[str(i) for i in ids])
 
     def all_ids(self) -> set[int]:
         """Every id in the collection, read in pages so a million ids do not come back in one reply."""
         found: set[int] = set()
         offset, page = 0, 20_000
         while True:
-            got = self._collection.get(include=[], limit=page, offset=offset)
+            with self._reading() as collection:
+                got = collection.get(include=[], limit=page, offset=offset)
             found.update(int(i) for i in got["ids"])
             if len(got["ids"]) < page:
                 return found
@@ -132,12 +188,11 @@ class VectorStore:
     def query(self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[Hit]:
         if k <= 0:
             return []
-        result = self._collection.query(
-            query_embeddings=vector.reshape(1, -1).astype(np.float32),
-            n_results=k,
-            where=where,
-            include=["distances"],
-        )
+        with self._reading() as collection:
+            result = collection.query(
+                query_embeddings=vector.reshape(1, -1).astype(np.float32), n_results=k, where=where,
+                include=["distances"],
+            )  # fmt: skip
         distances = result["distances"]
         assert distances is not None
         return [Hit(int(i), 1.0 - float(d)) for i, d in zip(result["ids"][0], distances[0], strict=True)]

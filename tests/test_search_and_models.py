@@ -97,7 +97,7 @@ def test_another_model_is_refused_until_reindex(indexed, tmp_path, tiny_model_di
         fresh = other.loaded[str(tiny_model_dir_b)].embed_images([Image.open(record.path).convert("RGB")])[0]
         assert float(stored @ fresh) > 0.999
         assert lib_b.store().name.endswith(lib_b.stored_model().key())
-        assert len(lib_b.store()._client.list_collections()) == 1  # model A's vectors are gone
+        assert lib_b.store().collection_names() == [lib_b.store().name]  # model A's vectors are gone
     # and now model A is the stranger
     config_a = make_config(tmp_path / "data", tiny_model_dir)
     with Library.open(config_a, embedder_factory=Counted()) as lib_a, pytest.raises(ModelMismatchError):

@@ -1,0 +1,104 @@
+"""Cross-process locks on the data directory, with flock(2).
+
+* The writer lock: one process at a time writes the index (the `watch` daemon, or an `index`/`reindex` run).
+  It holds an exclusive flock on ``writer.lock`` and writes its pid, role and start time into it. The kernel
+  drops an flock when its process dies, however it dies, so a lock left by a killed process is simply free:
+  taking over a stale lock needs no guessing about pids.
+* The store lock: Chroma's embedded client is not safe across processes (a reader beside a writer fails with
+  "Error finding id"). Writes to Chroma take ``chroma.lock`` exclusively, reads take it shared; see
+  vectorstore.py for how readers then reload what the writer changed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from photosearch.errors import WriterBusyError
+
+WRITER_LOCK = "writer.lock"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    pid: int
+    role: str  # "watch", "index" or "reindex"
+    since: datetime
+
+
+class WriterLock:
+    def __init__(self, handle: IO[str], holder: LockHolder) -> None:
+        self._handle = handle
+        self.holder = holder
+
+    @classmethod
+    def acquire(cls, data_dir: Path, role: str) -> WriterLock:
+        """Take the lock or raise WriterBusyError naming the process that has it."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle = (data_dir / WRITER_LOCK).open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read(handle)
+            handle.close()
+            raise WriterBusyError(holder) from None
+        holder = LockHolder(os.getpid(), role, datetime.now().replace(microsecond=0))
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": holder.pid, "role": role, "since": holder.since.isoformat()}))
+        handle.flush()
+        return cls(handle, holder)
+
+    def release(self) -> None:
+        if not self._handle.closed:
+            self._handle.seek(0)
+            self._handle.truncate()
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+
+    def __enter__(self) -> WriterLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def current_holder(data_dir: Path) -> LockHolder | None:
+    """Who holds the writer lock now, or None when nobody does (a dead holder's file content is ignored)."""
+    path = data_dir / WRITER_LOCK
+    if not path.exists():
+        return None
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read(handle)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
+
+def _read(handle: IO[str]) -> LockHolder:
+    handle.seek(0)
+    try:
+        data = json.loads(handle.read())
+        return LockHolder(int(data["pid"]), str(data["role"]), datetime.fromisoformat(data["since"]))
+    except (ValueError, KeyError, TypeError):
+        return LockHolder(0, "unknown", datetime.now())  # being written this very moment
+
+
+@contextmanager
+def store_lock(path: Path, exclusive: bool) -> Iterator[None]:
+    """Hold the Chroma lock for one read (shared) or one write (exclusive)."""
+    with path.open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
