@@ -145,14 +145,24 @@ class Catalog:
             s.execute(update(Root).where(Root.id == root_id).values(last_indexed_at=_now()))
 
     # -- reads -----------------------------------------------------------------------------------------
-    def file_states(self, root_id: int) -> dict[str, FileState]:
+    def file_states(self, root_id: int, under: str | None = None) -> dict[str, FileState]:
+        """The file state of every photo of a root, or only of the file or folder ``under`` inside it."""
+        query = select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status).where(
+            Photo.root_id == root_id
+        )
+        if under is not None:
+            prefix = under.rstrip("/") + "/"
+            # substr, not LIKE: folder names may contain % and _
+            query = query.where((Photo.path == under) | (func.substr(Photo.path, 1, len(prefix)) == prefix))
         with self._session() as s:
-            rows = s.execute(
-                select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status).where(
-                    Photo.root_id == root_id
-                )
-            )
-            return {r.path: FileState(*r) for r in rows}
+            return {r.path: FileState(*r) for r in s.execute(query)}
+
+    def move_many(self, moves: Sequence[tuple[int, dict[str, Any]]]) -> None:
+        """Point rows at new paths (path, root_id, folder, size, mtime_ns) in one transaction."""
+        now = _now()
+        with self._session() as s, s.begin():
+            for photo_id, values in moves:
+                s.execute(update(Photo).where(Photo.id == photo_id).values(**values, updated_at=now))
 
     def indexed_with_hash(self, content_hash: str) -> int | None:
         """An indexed photo with these exact bytes, whose vector can be reused instead of calling the model."""
@@ -247,15 +257,6 @@ class Catalog:
         """For a reindex: every photo, failed ones included, is read and embedded again."""
         with self._session() as s, s.begin():
             s.execute(update(Photo).values(status=PhotoStatus.PENDING, error=None, updated_at=_now()))
-
-    def move(self, photo_id: int, *, path: str, root_id: int, folder: str, size: int, mtime_ns: int) -> None:
-        with self._session() as s, s.begin():
-            s.execute(
-                update(Photo)
-                .where(Photo.id == photo_id)
-                .values(path=path, root_id=root_id, folder=folder, size=size, mtime_ns=mtime_ns,
-                        updated_at=_now())
-            )  # fmt: skip
 
     def delete(self, ids: Sequence[int]) -> None:
         with self._session() as s, s.begin():

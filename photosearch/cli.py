@@ -97,6 +97,12 @@ def reindex(ctx: click.Context, progress: bool) -> None:
 
 
 def _print_report(report: IndexReport) -> None:
+    if report.handed_to_pid is not None:
+        click.echo(
+            f"photosearch watch (pid {report.handed_to_pid}) is running for this library: it indexes the "
+            "folders now (see `photosearch status`)"
+        )
+        return
     click.echo(
         f"{report.new} new, {report.changed} changed, {report.unchanged} unchanged, {report.moved} moved, "
         f"{report.removed} removed, {report.failed} failed "
@@ -149,21 +155,40 @@ def similar(ctx: click.Context, photo: Path, k: int | None, as_json: bool, folde
 
 
 @cli.command()
+@click.pass_context
+def watch(ctx: click.Context) -> None:
+    """Keep the index current: catch up, then follow changes as they happen (runs in the foreground)."""
+    import logging
+
+    from photosearch.daemon import Daemon
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("photosearch").addHandler(handler)
+    with _library(ctx) as library:
+        Daemon(library).run()
+
+
+@cli.command()
 @_JSON
 @click.option("--failed", "show_failed", is_flag=True, help="List the files that failed, with reasons.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, show_failed: bool) -> None:
     """What is indexed, pending and failed; the model; where the data lives."""
+    from photosearch.daemon import daemon_state
+
     with _library(ctx) as library:
         info = library.status()
+        daemon = daemon_state(library)
         failures = library.failures() if show_failed else []
     if as_json:
-        data = _status_dict(info)
+        data = _status_dict(info) | {"daemon": daemon}
         if show_failed:
             data["failures"] = [{"path": str(p), "reason": r} for p, r in failures]
         click.echo(json.dumps(data, indent=2))
         return
     _print_status(info)
+    _print_daemon(daemon)
     for path, reason in failures:
         click.echo(f"{path}: {reason}")
 
@@ -195,6 +220,19 @@ def _print_status(info: LibraryStatus) -> None:
         click.echo(f"          configured: {info.configured_model} -> run `photosearch reindex`")
     click.echo(f"data      {info.data_dir}")
     click.echo(f"size      catalog {_mb(info.catalog_bytes)}, vectors {_mb(info.vectors_bytes)}")
+
+
+def _print_daemon(daemon: dict[str, Any]) -> None:
+    if daemon["running"]:
+        click.echo(f"daemon    running (pid {daemon['pid']}, since {daemon['since']})")
+    else:
+        click.echo("daemon    not running (start it with `photosearch watch`)")
+    click.echo(
+        f"queue     {daemon['queue']} waiting; indexed {daemon['indexed_last_minute']} in the last minute, "
+        f"{daemon['indexed_last_hour']} in the last hour"
+    )
+    if daemon["last_error"]:
+        click.echo(f"error     {daemon['last_error']['at']}: {daemon['last_error']['message']}")
 
 
 def _mb(n: int) -> str:

@@ -33,7 +33,8 @@ from photosearch.config import Config
 from photosearch.embedder import Embedder
 from photosearch.errors import ImageError
 from photosearch.imaging import DecodedPhoto, decode_photo
-from photosearch.scanner import ScannedFile, ScanProblem, scan
+from photosearch.planner import Scope, Work, folder_of, make_plan
+from photosearch.scanner import ScanProblem
 from photosearch.schema import PhotoStatus
 from photosearch.vectorstore import VectorStore, folder_metadata
 
@@ -67,18 +68,11 @@ class IndexReport:
     missing_roots: list[Path] = field(default_factory=list)
     reconciled: bool = False
     seconds: float = 0.0
+    handed_to_pid: int | None = None  # a running daemon took the work over
 
 
-@dataclass(frozen=True)
-class Work:
-    file: ScannedFile
-    root: RootInfo
-    state: FileState | None  # None: a path the catalog has never seen
-
-    @property
-    def folder(self) -> str:
-        rel = self.file.path.parent.relative_to(self.root.path).as_posix()
-        return "" if rel == "." else rel
+class IndexCancelled(Exception):
+    """The run was asked to stop (SIGTERM to the daemon); what was written so far is kept."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +82,13 @@ class Outcome:
     photo: DecodedPhoto | None = None  # decoded: goes to the model
     error: str | None = None  # could not be read or decoded
     vanished: bool = False  # deleted between the scan and the read
+
+
+def _location(work: Work) -> dict[str, Any]:
+    return {
+        "path": str(work.file.path), "root_id": work.root.id, "folder": work.folder,
+        "size": work.file.size, "mtime_ns": work.file.mtime_ns,
+    }  # fmt: skip
 
 
 def _metadata(root_id: int, folder: str, taken_at: Any) -> dict[str, Any]:
@@ -112,13 +113,28 @@ class Indexer:
         self._get_embedder = embedder  # loaded on first use: a run with nothing new never loads the model
         self._min_side = min_side
 
-    def run(self, roots: Sequence[RootInfo], progress: Progress | None = None) -> IndexReport:
+    def run(
+        self,
+        roots: Sequence[RootInfo],
+        progress: Progress | None = None,
+        scope: Scope | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> IndexReport:
+        """Index whole roots, or only the changed paths of ``scope`` inside them.
+
+        ``should_stop`` is polled between files; when it turns true the run raises IndexCancelled after the
+        batch in flight is written, leaving the journal set so the next run checks the stores.
+        """
         started = time.monotonic()
         report = IndexReport()
         report.reconciled = self.reconcile_if_needed()
         self._catalog.set_meta({JOURNAL_KEY: f"running pid={os.getpid()}"})
-        work, missing = self._plan(roots, report)
-        _Run(self, report, missing).process(work, progress or _NoProgress())
+        plan = make_plan(self._catalog, self._config.index, roots, scope)
+        report.unchanged, report.missing_roots = plan.unchanged, plan.missing_roots
+        for root, problem in plan.problems:
+            self._record_scan_problem(root, problem, report)
+        self._apply_renames(plan.renames, report)
+        _Run(self, report, plan.missing, should_stop).process(plan.work, progress or _NoProgress())
         self._catalog.set_meta({JOURNAL_KEY: None})
         report.seconds = time.monotonic() - started
         log.info("index run: %s", report)
@@ -144,49 +160,22 @@ class Indexer:
         self._store.delete(sorted(stored - indexed))
         self._catalog.set_status(sorted(indexed - stored), PhotoStatus.PENDING)
 
-    # -- planning --------------------------------------------------------------------------------------
-    def _plan(self, roots: Sequence[RootInfo], report: IndexReport) -> tuple[list[Work], list[FileState]]:
-        work: list[Work] = []
-        missing: list[FileState] = []
-        for root in roots:
-            if not root.path.is_dir():
-                log.warning("library folder %s is missing (unmounted?): its photos are kept", root.path)
-                report.missing_roots.append(root.path)  # unmounted drive: keep its photos untouched
-                continue
-            states = self._catalog.file_states(root.id)
-            seen: set[str] = set()
-            unlisted: list[str] = []
-            for item in scan(root.path, self._config.index):
-                seen.add(str(item.path))
-                if isinstance(item, ScanProblem):
-                    if item.is_folder:
-                        unlisted.append(str(item.path) + os.sep)
-                    else:
-                        self._record_scan_problem(root, item, report)
-                    continue
-                state = states.get(str(item.path))
-                if (
-                    state is not None
-                    and state.status == PhotoStatus.INDEXED
-                    and (state.size, state.mtime_ns) == (item.size, item.mtime_ns)
-                ):
-                    report.unchanged += 1
-                else:
-                    work.append(Work(item, root, state))
-            missing.extend(
-                state
-                for path, state in states.items()
-                if path not in seen and not any(path.startswith(prefix) for prefix in unlisted)
-            )
-        return work, missing
+    # -- plan results --------------------------------------------------------------------------------
+    def _apply_renames(self, renames: Sequence[tuple[FileState, Work]], report: IndexReport) -> None:
+        """Hinted renames keep their rows and vectors. Chroma's metadata first: if a crash stops us before
+        the catalog follows, the next run finds the old row missing and the file new, and redoes the move."""
+        if not renames:
+            return
+        records = self._catalog.records(state.id for state, _ in renames)
+        ids = [state.id for state, _ in renames]
+        metas = [_metadata(w.root.id, w.folder, records[s.id].taken_at) for s, w in renames]
+        self._store.update_metadata(ids, metas)
+        self._catalog.move_many([(state.id, _location(work)) for state, work in renames])
+        report.moved += len(renames)
 
     def _record_scan_problem(self, root: RootInfo, problem: ScanProblem, report: IndexReport) -> None:
-        rel = problem.path.parent.relative_to(root.path).as_posix()
-        self.write_failed(
-            {"path": str(problem.path), "root_id": root.id, "folder": "" if rel == "." else rel,
-             "size": 0, "mtime_ns": 0},
-            problem.reason,
-        )  # fmt: skip
+        row = {"path": str(problem.path), "root_id": root.id, "folder": folder_of(problem.path, root)}
+        self.write_failed({**row, "size": 0, "mtime_ns": 0}, problem.reason)
         report.failed += 1
 
     def write_failed(self, row: dict[str, Any], reason: str) -> None:
@@ -227,7 +216,10 @@ class Indexer:
 class _Run:
     """One pass over the planned work: a bounded decode-ahead window feeding batches to the model."""
 
-    def __init__(self, indexer: Indexer, report: IndexReport, missing: list[FileState]) -> None:
+    def __init__(
+        self, indexer: Indexer, report: IndexReport, missing: list[FileState], should_stop: Callable[[], bool]
+    ) -> None:
+        self.should_stop = should_stop
         self.ix = indexer
         self.catalog = indexer._catalog
         self.store = indexer._store
@@ -254,6 +246,9 @@ class _Run:
             try:
                 # Bounded decode-ahead: at most two batches of decoded images exist at any time.
                 for item in pending:
+                    if self.should_stop():
+                        self._flush()
+                        raise IndexCancelled
                     window.append(pool.submit(self.ix.examine, item, moved_hashes))
                     if len(window) >= 2 * self.batch_size:
                         self._handle(window.popleft().result())
@@ -293,10 +288,7 @@ class _Run:
         self.progress.advance()
 
     def _row(self, work: Work, digest: str | None) -> dict[str, Any]:
-        return {
-            "path": str(work.file.path), "root_id": work.root.id, "folder": work.folder,
-            "size": work.file.size, "mtime_ns": work.file.mtime_ns, "content_hash": digest,
-        }  # fmt: skip
+        return {**_location(work), "content_hash": digest}
 
     def _count_new_or_changed(self, work: Work) -> None:
         if work.state is None:
@@ -312,12 +304,9 @@ class _Run:
         if work.state is None and candidates:
             old = candidates.pop()
             del self.missing[old.id]
-            self.catalog.move(
-                old.id, path=str(work.file.path), root_id=work.root.id, folder=work.folder,
-                size=work.file.size, mtime_ns=work.file.mtime_ns,
-            )  # fmt: skip
             record = self.catalog.get(old.id)
             self.store.update_metadata([old.id], [_metadata(work.root.id, work.folder, record.taken_at)])
+            self.catalog.move_many([(old.id, _location(work))])
             self.report.moved += 1
             return
         source_id = self.embedded_now.get(digest) or self.catalog.indexed_with_hash(digest)

@@ -11,7 +11,8 @@ The model and Chroma are opened lazily, so `status` and a run with nothing to do
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -20,17 +21,27 @@ from typing import TYPE_CHECKING
 from photosearch.catalog import Catalog, RootInfo
 from photosearch.config import Config, ModelConfig
 from photosearch.embedder import Embedder, ModelIdentity, load_embedder
-from photosearch.errors import ImageError, LibraryRootError, ModelMismatchError
+from photosearch.errors import ImageError, LibraryRootError, ModelMismatchError, WriterBusyError
 from photosearch.imaging import decode_photo
 from photosearch.indexer import Indexer, IndexReport, Progress
+from photosearch.locking import WriterLock
+from photosearch.planner import Scope
 from photosearch.schema import PhotoStatus
 from photosearch.search import Searcher, SearchResult, folder_where
 from photosearch.vectorstore import VectorStore
+from photosearch.workqueue import WorkQueue
 
 if TYPE_CHECKING:
     from PIL import Image
 
 EmbedderFactory = Callable[[ModelConfig], Embedder]
+StopCheck = Callable[[], bool]
+
+
+def _never() -> bool:
+    return False
+
+
 MODEL_KEY = "model"
 # JPEGs are decoded at a reduced scale (DCT scaling) whose shorter side stays >= this: twice the 224 px
 # CLIP input, so the final resize still has real pixels to average. It cuts decode time and memory several
@@ -71,6 +82,7 @@ class Library:
         self._embedder_factory = embedder_factory
         self._embedder_instance: Embedder | None = None
         self._store_instance: VectorStore | None = None
+        self._writer: WriterLock | None = None
 
     @classmethod
     def open(cls, config: Config, *, embedder_factory: EmbedderFactory | None = None) -> Library:
@@ -138,21 +150,57 @@ class Library:
     def roots(self) -> list[RootInfo]:
         return self.catalog.roots()
 
-    def index(self, paths: Sequence[Path] = (), progress: Progress | None = None) -> IndexReport:
-        """Index the given folders (remembering them as roots), or every known root when none are given."""
+    @contextmanager
+    def writing(self, role: str) -> Iterator[None]:
+        """Hold the data directory's writer lock (re-entrant within this Library)."""
+        if self._writer is not None:
+            yield
+            return
+        self._writer = WriterLock.acquire(self.config.data_dir, role)
+        try:
+            yield
+        finally:
+            self._writer.release()
+            self._writer = None
+
+    def index(
+        self, paths: Sequence[Path] = (), progress: Progress | None = None, should_stop: StopCheck = _never
+    ) -> IndexReport:
+        """Index the given folders (remembering them as roots), or every known root when none are given.
+
+        When the `watch` daemon runs for this data directory, the folders are handed to it instead.
+        """
         roots = self.add_roots(paths) if paths else self.roots()
         if not roots:
             raise LibraryRootError("no library folders yet: run `photosearch index FOLDER` once to add one")
         self._check_model_name()
-        indexer = Indexer(self.config, self.catalog, self.store(), self.embedder, min_side=DECODE_MIN_SIDE)
-        report = indexer.run(roots, progress)
+        try:
+            with self.writing("index"):
+                report = self._indexer().run(roots, progress, should_stop=should_stop)
+        except WriterBusyError as busy:
+            if busy.holder.role != "watch":
+                raise
+            WorkQueue(self.catalog).put([(r.path, None, True) for r in roots], debounce=0)
+            return IndexReport(handed_to_pid=busy.holder.pid)
         for root in roots:
             if root.path not in report.missing_roots:
                 self.catalog.mark_root_indexed(root.id)
         return report
 
+    def index_changes(self, scope: Scope, should_stop: StopCheck = _never) -> IndexReport:
+        """Index only the changed paths of ``scope`` (what the daemon calls for its queue)."""
+        with self.writing("index"):
+            return self._indexer().run(self.roots(), scope=scope, should_stop=should_stop)
+
+    def _indexer(self) -> Indexer:
+        return Indexer(self.config, self.catalog, self.store(), self.embedder, min_side=DECODE_MIN_SIDE)
+
     def reindex(self, progress: Progress | None = None) -> IndexReport:
         """Rebuild every vector with the configured model (after changing model.name, say)."""
+        with self.writing("reindex"):
+            return self._reindex(progress)
+
+    def _reindex(self, progress: Progress | None) -> IndexReport:
         embedder = self._embedder_factory(self.config.model)
         # Catalog first: once it names the new model, any crash leaves an index that the next run completes,
         # since the new model's (empty) collection disagrees with the indexed count and triggers reconcile.

@@ -1,0 +1,200 @@
+"""`photosearch watch`: keep the index current while the library changes.
+
+    start: take the writer lock -> catch up on everything that changed while stopped (a full index run)
+    then:  watcher events -> intake (memory, bounded) -> work queue (catalog table, debounced, durable)
+           -> drained when batch_size paths are due or the oldest has waited batch_wait seconds
+           -> the indexer, on just those paths (moves keep their vectors, see planner.py)
+
+A file still being written (modified less than ``settle`` seconds ago) stays queued until it is quiet.
+SIGTERM/SIGINT set a stop flag that the indexer polls between files: the batch in flight is written and the
+process exits. A kill -9 at any moment is safe: the queue and the catalog are durable, the run journal makes
+the next start reconcile the stores, and the catch-up scan finds whatever the queue never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import FrameType
+
+from photosearch.errors import PhotosearchError
+from photosearch.indexer import IndexCancelled
+from photosearch.library import Library
+from photosearch.planner import Scope
+from photosearch.watcher import Change, Watcher
+from photosearch.workqueue import Queued, WorkQueue
+
+log = logging.getLogger(__name__)
+STATE_KEY = "daemon"
+ERROR_KEY = "daemon_last_error"
+IDLE_CHECK = 5.0  # seconds between looks for library folders added by `photosearch index` meanwhile
+
+
+class Daemon:
+    def __init__(self, library: Library, stop: threading.Event | None = None) -> None:
+        self.library = library
+        self.config = library.config.watch
+        self.queue = WorkQueue(library.catalog)
+        self.stop_event = stop or threading.Event()
+        self._wake = threading.Event()
+        self._intake: dict[Path, Change] = {}  # de-duplicated by path: bounded by distinct paths
+        self._overflowed = False
+        self._intake_lock = threading.Lock()
+        self._watcher: Watcher | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def run(self) -> None:
+        with self.library.writing("watch"):
+            self._install_signal_handlers()
+            started = datetime.now().replace(microsecond=0)
+            self.library.catalog.set_meta({STATE_KEY: json.dumps({"since": started.isoformat()})})
+            try:
+                self._serve()
+            finally:
+                if self._watcher is not None:
+                    self._watcher.stop()
+                log.info("stopped")
+
+    def _serve(self) -> None:
+        roots = [r.path for r in self.library.roots()]
+        # Watch first, then catch up: a change during the catch-up is queued rather than missed.
+        self._watcher = Watcher(roots, self._on_change, self.config, self.library.config.index)
+        self._watcher.start()
+        log.info("watching %d folder(s) with the %s observer", len(roots), self._watcher.kind)
+        self._guard(lambda: self.library.index(should_stop=self.stop_event.is_set) if roots else None)
+        known = set(roots)
+        next_root_check = 0.0
+        while not self.stop_event.is_set():
+            self._flush_intake()
+            if time.monotonic() >= next_root_check:
+                known = self._follow_new_roots(known)
+                next_root_check = time.monotonic() + IDLE_CHECK
+            self._guard(self._drain_if_ready)
+            self._wake.wait(timeout=self._sleep_time())
+            self._wake.clear()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # tests run the daemon in a thread and stop it through stop_event
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: finishing the batch in flight, then exiting", signal.Signals(signum).name)
+            self.stop_event.set()
+            self._wake.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def _guard(self, step: Callable[[], object]) -> None:
+        """Run one step; a failure is logged and kept for `status`, and the daemon carries on."""
+        try:
+            step()
+        except IndexCancelled:
+            pass
+        except PhotosearchError as exc:
+            self._record_error(str(exc))
+            if exc.exit_code in (65, 69, 75, 78):  # model mismatch/unavailable, catalog too new, bad config
+                raise
+        except Exception as exc:
+            log.exception("indexing step failed")
+            self._record_error(f"{type(exc).__name__}: {exc}")
+
+    def _record_error(self, message: str) -> None:
+        log.error("%s", message)
+        at = datetime.now().replace(microsecond=0).isoformat()
+        self.library.catalog.set_meta({ERROR_KEY: json.dumps({"at": at, "message": message})})
+
+    # -- events ----------------------------------------------------------------------------------------
+    def _on_change(self, change: Change) -> None:
+        """Called on the watcher's thread: only note the path and wake the main loop."""
+        with self._intake_lock:
+            if len(self._intake) < self.config.max_tracked_paths:
+                self._intake[change.path] = change
+            else:
+                self._overflowed = True  # too many to track one by one: rescan the roots instead
+        self._wake.set()
+
+    def _flush_intake(self) -> None:
+        with self._intake_lock:
+            changes, self._intake = list(self._intake.values()), {}
+            overflowed, self._overflowed = self._overflowed, False
+        if overflowed or self.queue.depth() + len(changes) > self.config.max_tracked_paths:
+            log.warning("too many changes to track one by one: rescanning every library folder")
+            self.queue.clear()
+            changes = [Change(r.path, is_dir=True) for r in self.library.roots()]
+        if changes:
+            self.queue.put([(c.path, c.moved_from, c.is_dir) for c in changes], self.config.debounce)
+
+    def _follow_new_roots(self, known: set[Path]) -> set[Path]:
+        current = {r.path for r in self.library.roots()}
+        assert self._watcher is not None
+        for root in sorted(current - known):
+            log.info("new library folder %s: watching and indexing it", root)
+            self._watcher.add_root(root)
+            self.queue.put([(root, None, True)], debounce=0)
+        return current
+
+    # -- draining --------------------------------------------------------------------------------------
+    def _sleep_time(self) -> float:
+        oldest = self.queue.oldest()
+        if oldest is None:
+            return IDLE_CHECK
+        return max(0.05, min(IDLE_CHECK, self.config.debounce, self.config.settle, self.config.batch_wait))
+
+    def _drain_if_ready(self) -> None:
+        now = time.time()
+        due = self.queue.due(now, limit=self.config.max_tracked_paths)
+        if not due:
+            return
+        waited = now - min(entry.first_seen for entry in due)
+        if len(due) < self.config.batch_size and waited < self.config.batch_wait:
+            return
+        ready, unsettled = self._split_unsettled(due, now)
+        if unsettled:
+            self.queue.put([(e.path, e.moved_from, e.is_dir) for e in unsettled], self.config.settle)
+        if not ready:
+            return
+        scope = Scope([e.path for e in ready], {e.path: e.moved_from for e in ready if e.moved_from})
+        report = self.library.index_changes(scope, should_stop=self.stop_event.is_set)
+        self.queue.remove(ready)
+        log.info(
+            "indexed changes: %d new, %d changed, %d moved, %d removed, %d failed",
+            report.new, report.changed, report.moved, report.removed, report.failed,
+        )  # fmt: skip
+
+    def _split_unsettled(self, due: list[Queued], now: float) -> tuple[list[Queued], list[Queued]]:
+        """Files modified within the last `settle` seconds may still be being written: they wait."""
+        ready: list[Queued] = []
+        unsettled: list[Queued] = []
+        for entry in due:
+            try:
+                recent = not entry.is_dir and now - entry.path.stat().st_mtime < self.config.settle
+            except OSError:
+                recent = False  # gone: process the deletion
+            (unsettled if recent else ready).append(entry)
+        return ready, unsettled
+
+
+def daemon_state(library: Library) -> dict[str, object]:
+    """What `status` shows about the daemon: running (pid, since), queue depth, recent work, last error."""
+    from photosearch.locking import current_holder
+
+    holder = current_holder(library.config.data_dir)
+    running = holder is not None and holder.role == "watch"
+    now = datetime.now()
+    raw_error = library.catalog.get_meta(ERROR_KEY)
+    return {
+        "running": running,
+        "pid": holder.pid if running and holder else None,
+        "since": holder.since.isoformat() if running and holder else None,
+        "queue": WorkQueue(library.catalog).depth(),
+        "indexed_last_minute": library.catalog.indexed_since(now - timedelta(minutes=1)),
+        "indexed_last_hour": library.catalog.indexed_since(now - timedelta(hours=1)),
+        "last_error": json.loads(raw_error) if raw_error else None,
+    }

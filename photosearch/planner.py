@@ -1,0 +1,165 @@
+"""Plans an index run: what is on disk (scanner) against what the catalog knows, without opening any file.
+
+A run covers whole library roots (``photosearch index``), or a scope of changed paths inside them (the daemon:
+files, and folders whose subtree is rescanned). Move hints (destination -> source, from rename events) let a
+renamed file or folder keep its rows and vectors without reading a byte, when size and mtime still match.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from photosearch.catalog import Catalog, FileState, RootInfo
+from photosearch.config import IndexConfig
+from photosearch.scanner import ScannedFile, ScanProblem, is_excluded, is_photo_name, scan
+from photosearch.schema import PhotoStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Work:
+    file: ScannedFile
+    root: RootInfo
+    state: FileState | None  # None: a path the catalog has never seen
+
+    @property
+    def folder(self) -> str:
+        return folder_of(self.file.path, self.root)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Changed paths to look at instead of whole roots: files, or folders to rescan (their subtree)."""
+
+    paths: Sequence[Path]
+    moved_from: Mapping[Path, Path] = field(default_factory=dict)  # destination -> source
+
+
+@dataclass
+class Plan:
+    work: list[Work] = field(default_factory=list)
+    missing: list[FileState] = field(default_factory=list)  # in the catalog, gone from disk
+    renames: list[tuple[FileState, Work]] = field(default_factory=list)  # hinted moves, same size and mtime
+    problems: list[tuple[RootInfo, ScanProblem]] = field(default_factory=list)
+    unchanged: int = 0
+    missing_roots: list[Path] = field(default_factory=list)
+
+
+def folder_of(path: Path, root: RootInfo) -> str:
+    rel = path.parent.relative_to(root.path).as_posix()
+    return "" if rel == "." else rel
+
+
+def root_of(path: Path, roots: Sequence[RootInfo]) -> RootInfo | None:
+    """The library root a path lies in (the deepest one, should roots nest)."""
+    best: RootInfo | None = None
+    for root in roots:
+        if (path == root.path or root.path in path.parents) and (best is None or root.path in best.path.parents):
+            best = root
+    return best
+
+
+def make_plan(catalog: Catalog, config: IndexConfig, roots: Sequence[RootInfo], scope: Scope | None = None) -> Plan:
+    plan = Plan()
+    new: list[Work] = []
+    gone: dict[str, FileState] = {}
+    for root in roots:
+        if not root.path.is_dir():
+            log.warning("library folder %s is missing (unmounted?): its photos are kept", root.path)
+            plan.missing_roots.append(root.path)
+            continue
+        if scope is None:
+            _plan_area(plan, new, gone, catalog, config, root, root.path)
+            continue
+        areas = {p for p in scope.paths if root_of(p, [root])}
+        areas |= {src for src in scope.moved_from.values() if root_of(src, [root])}
+        for area in _outermost(areas):
+            if not _excluded_below(area, root, config):
+                _plan_area(plan, new, gone, catalog, config, root, area)
+    _match_renames(plan, new, gone, scope.moved_from if scope else {})
+    plan.missing.extend(gone.values())
+    return plan
+
+
+def _match_renames(plan: Plan, new: list[Work], gone: dict[str, FileState], hints: Mapping[Path, Path]) -> None:
+    """A new path whose hinted source vanished with the same size and mtime is that file, renamed."""
+    for work in new:
+        source = gone.get(str(_hinted_source(work.file.path, hints)))
+        if (
+            source is not None
+            and source.status == PhotoStatus.INDEXED
+            and (source.size, source.mtime_ns) == (work.file.size, work.file.mtime_ns)
+        ):
+            del gone[source.path]
+            plan.renames.append((source, work))
+        else:
+            plan.work.append(work)
+
+
+def _outermost(paths: set[Path]) -> list[Path]:
+    """Drop paths inside another path of the set: scanning the folder covers them."""
+    return sorted(p for p in paths if not any(q in p.parents for q in paths))
+
+
+def _excluded_below(path: Path, root: RootInfo, config: IndexConfig) -> bool:
+    if path == root.path:
+        return False
+    return any(is_excluded(part, config) for part in path.relative_to(root.path).parts)
+
+
+def _items(area: Path, config: IndexConfig) -> Iterator[ScannedFile | ScanProblem]:
+    if area.is_dir():
+        yield from scan(area, config)
+    elif area.is_file() and is_photo_name(area.name):
+        st = area.stat()
+        yield ScannedFile(area, st.st_size, st.st_mtime_ns)
+    elif area.is_symlink() and is_photo_name(area.name):
+        yield ScanProblem(area, "broken symlink", is_folder=False)
+
+
+def _plan_area(
+    plan: Plan,
+    new: list[Work],
+    gone: dict[str, FileState],
+    catalog: Catalog,
+    config: IndexConfig,
+    root: RootInfo,
+    area: Path,
+) -> None:
+    states = catalog.file_states(root.id, under=None if area == root.path else str(area))
+    seen: set[str] = set()
+    unlisted: list[str] = []
+    for item in _items(area, config):
+        seen.add(str(item.path))
+        if isinstance(item, ScanProblem):
+            if item.is_folder:
+                unlisted.append(str(item.path) + "/")
+            else:
+                plan.problems.append((root, item))
+            continue
+        state = states.get(str(item.path))
+        if state is None:
+            new.append(Work(item, root, None))
+        elif state.status == PhotoStatus.INDEXED and (state.size, state.mtime_ns) == (item.size, item.mtime_ns):
+            plan.unchanged += 1
+        else:
+            plan.work.append(Work(item, root, state))
+    gone.update(
+        (path, state)
+        for path, state in states.items()
+        if path not in seen and not any(path.startswith(prefix) for prefix in unlisted)
+    )
+
+
+def _hinted_source(path: Path, hints: Mapping[Path, Path]) -> Path | None:
+    """Where a path was before a rename: the hint for itself, or for the folder it was moved with."""
+    if path in hints:
+        return hints[path]
+    for parent in path.parents:
+        if parent in hints:
+            return hints[parent] / path.relative_to(parent)
+    return None
