@@ -5,7 +5,8 @@
            -> drained when batch_size paths are due or the oldest has waited batch_wait seconds
            -> the indexer, on just those paths (moves keep their vectors, see planner.py)
 
-A file still being written (modified less than ``settle`` seconds ago) stays queued until it is quiet.
+A file still being written (modified less than ``settle`` seconds ago) is left out of a run, also of the
+catch-up, and queued again until it is quiet.
 SIGTERM/SIGINT set a stop flag that the indexer polls between files: the batch in flight is written and the
 process exits. A kill -9 at any moment is safe: the queue and the catalog are durable, the run journal makes
 the next start reconcile the stores, and the catch-up scan finds whatever the queue never saw.
@@ -28,7 +29,7 @@ from photosearch.indexer import IndexCancelled
 from photosearch.library import Library
 from photosearch.planner import Scope
 from photosearch.watcher import Change, Watcher
-from photosearch.workqueue import Queued, WorkQueue
+from photosearch.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 STATE_KEY = "daemon"
@@ -67,7 +68,7 @@ class Daemon:
         self._watcher = Watcher(roots, self._on_change, self.config, self.library.config.index)
         self._watcher.start()
         log.info("watching %d folder(s) with the %s observer", len(roots), self._watcher.kind)
-        self._guard(lambda: self.library.index(should_stop=self.stop_event.is_set) if roots else None)
+        self._guard(self._catch_up)
         known = set(roots)
         next_root_check = 0.0
         while not self.stop_event.is_set():
@@ -78,6 +79,17 @@ class Daemon:
             self._guard(self._drain_if_ready)
             self._wake.wait(timeout=self._sleep_time())
             self._wake.clear()
+
+    def _catch_up(self) -> None:
+        """Index whatever changed while the daemon was not running."""
+        if self.library.roots():
+            report = self.library.index(should_stop=self.stop_event.is_set, settle=self.config.settle)
+            self._requeue(report.deferred)
+            log.info("caught up: %d new, %d changed, %d removed", report.new, report.changed, report.removed)
+
+    def _requeue(self, deferred: list[Path]) -> None:
+        if deferred:
+            self.queue.put([(path, None, False) for path in deferred], self.config.settle)
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -115,6 +127,9 @@ class Daemon:
         """Called on the watcher's thread: only note the path and wake the main loop."""
         with self._intake_lock:
             if len(self._intake) < self.config.max_tracked_paths:
+                earlier = self._intake.get(change.path)
+                if earlier is not None and earlier.moved_from and not change.moved_from:
+                    change = Change(change.path, earlier.moved_from, change.is_dir or earlier.is_dir, change.deleted)
                 self._intake[change.path] = change
             else:
                 self._overflowed = True  # too many to track one by one: rescan the roots instead
@@ -155,30 +170,15 @@ class Daemon:
         waited = now - min(entry.first_seen for entry in due)
         if len(due) < self.config.batch_size and waited < self.config.batch_wait:
             return
-        ready, unsettled = self._split_unsettled(due, now)
-        if unsettled:
-            self.queue.put([(e.path, e.moved_from, e.is_dir) for e in unsettled], self.config.settle)
-        if not ready:
-            return
+        ready = due
         scope = Scope([e.path for e in ready], {e.path: e.moved_from for e in ready if e.moved_from})
-        report = self.library.index_changes(scope, should_stop=self.stop_event.is_set)
+        report = self.library.index_changes(scope, should_stop=self.stop_event.is_set, settle=self.config.settle)
         self.queue.remove(ready)
+        self._requeue(report.deferred)
         log.info(
             "indexed changes: %d new, %d changed, %d moved, %d removed, %d failed",
             report.new, report.changed, report.moved, report.removed, report.failed,
         )  # fmt: skip
-
-    def _split_unsettled(self, due: list[Queued], now: float) -> tuple[list[Queued], list[Queued]]:
-        """Files modified within the last `settle` seconds may still be being written: they wait."""
-        ready: list[Queued] = []
-        unsettled: list[Queued] = []
-        for entry in due:
-            try:
-                recent = not entry.is_dir and now - entry.path.stat().st_mtime < self.config.settle
-            except OSError:
-                recent = False  # gone: process the deletion
-            (unsettled if recent else ready).append(entry)
-        return ready, unsettled
 
 
 def daemon_state(library: Library) -> dict[str, object]:

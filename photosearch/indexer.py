@@ -69,6 +69,7 @@ class IndexReport:
     reconciled: bool = False
     seconds: float = 0.0
     handed_to_pid: int | None = None  # a running daemon took the work over
+    deferred: list[Path] = field(default_factory=list)  # still being written: left for a later run
 
 
 class IndexCancelled(Exception):
@@ -119,18 +120,21 @@ class Indexer:
         progress: Progress | None = None,
         scope: Scope | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        settle: float | None = None,
     ) -> IndexReport:
         """Index whole roots, or only the changed paths of ``scope`` inside them.
 
         ``should_stop`` is polled between files; when it turns true the run raises IndexCancelled after the
-        batch in flight is written, leaving the journal set so the next run checks the stores.
+        batch in flight is written, leaving the journal set so the next run checks the stores. With ``settle``,
+        files modified less than that many seconds ago are left out (report.deferred): they may be half written.
         """
         started = time.monotonic()
         report = IndexReport()
         report.reconciled = self.reconcile_if_needed()
         self._catalog.set_meta({JOURNAL_KEY: f"running pid={os.getpid()}"})
-        plan = make_plan(self._catalog, self._config.index, roots, scope)
-        report.unchanged, report.missing_roots = plan.unchanged, plan.missing_roots
+        settled_before = None if settle is None else time.time_ns() - int(settle * 1e9)
+        plan = make_plan(self._catalog, self._config.index, roots, scope, settled_before)
+        report.unchanged, report.missing_roots, report.deferred = plan.unchanged, plan.missing_roots, plan.deferred
         for root, problem in plan.problems:
             self._record_scan_problem(root, problem, report)
         self._apply_renames(plan.renames, report)

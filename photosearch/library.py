@@ -25,7 +25,7 @@ from photosearch.errors import ImageError, LibraryRootError, ModelMismatchError,
 from photosearch.imaging import decode_photo
 from photosearch.indexer import Indexer, IndexReport, Progress
 from photosearch.locking import WriterLock
-from photosearch.planner import Scope
+from photosearch.planner import Scope, root_available
 from photosearch.schema import PhotoStatus
 from photosearch.search import Searcher, SearchResult, folder_where
 from photosearch.vectorstore import VectorStore
@@ -164,7 +164,11 @@ class Library:
             self._writer = None
 
     def index(
-        self, paths: Sequence[Path] = (), progress: Progress | None = None, should_stop: StopCheck = _never
+        self,
+        paths: Sequence[Path] = (),
+        progress: Progress | None = None,
+        should_stop: StopCheck = _never,
+        settle: float | None = None,
     ) -> IndexReport:
         """Index the given folders (remembering them as roots), or every known root when none are given.
 
@@ -176,7 +180,7 @@ class Library:
         self._check_model_name()
         try:
             with self.writing("index"):
-                report = self._indexer().run(roots, progress, should_stop=should_stop)
+                report = self._indexer().run(roots, progress, should_stop=should_stop, settle=settle)
         except WriterBusyError as busy:
             if busy.holder.role != "watch":
                 raise
@@ -187,10 +191,10 @@ class Library:
                 self.catalog.mark_root_indexed(root.id)
         return report
 
-    def index_changes(self, scope: Scope, should_stop: StopCheck = _never) -> IndexReport:
+    def index_changes(self, scope: Scope, should_stop: StopCheck = _never, settle: float | None = None) -> IndexReport:
         """Index only the changed paths of ``scope`` (what the daemon calls for its queue)."""
         with self.writing("index"):
-            return self._indexer().run(self.roots(), scope=scope, should_stop=should_stop)
+            return self._indexer().run(self.roots(), scope=scope, should_stop=should_stop, settle=settle)
 
     def _indexer(self) -> Indexer:
         return Indexer(self.config, self.catalog, self.store(), self.embedder, min_side=DECODE_MIN_SIDE)
@@ -247,7 +251,7 @@ class Library:
         stored = self.stored_model()
         return LibraryStatus(
             roots=roots,
-            missing_roots=[r.path for r in roots if not r.path.is_dir()],
+            missing_roots=[r.path for r in roots if not root_available(r, self.catalog)],
             indexed=counts[PhotoStatus.INDEXED.value],
             pending=counts[PhotoStatus.PENDING.value],
             failed=counts[PhotoStatus.FAILED.value],

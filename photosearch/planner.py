@@ -8,6 +8,7 @@ renamed file or folder keep its rows and vectors without reading a byte, when si
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ class Plan:
     problems: list[tuple[RootInfo, ScanProblem]] = field(default_factory=list)
     unchanged: int = 0
     missing_roots: list[Path] = field(default_factory=list)
+    deferred: list[Path] = field(default_factory=list)  # modified too recently: may still be being written
+    settled_before_ns: int | None = None
 
 
 def folder_of(path: Path, root: RootInfo) -> str:
@@ -63,13 +66,20 @@ def root_of(path: Path, roots: Sequence[RootInfo]) -> RootInfo | None:
     return best
 
 
-def make_plan(catalog: Catalog, config: IndexConfig, roots: Sequence[RootInfo], scope: Scope | None = None) -> Plan:
-    plan = Plan()
+def make_plan(
+    catalog: Catalog,
+    config: IndexConfig,
+    roots: Sequence[RootInfo],
+    scope: Scope | None = None,
+    settled_before_ns: int | None = None,
+) -> Plan:
+    """Plan a run; files modified after ``settled_before_ns`` are deferred, neither indexed nor missing."""
+    plan = Plan(settled_before_ns=settled_before_ns)
     new: list[Work] = []
     gone: dict[str, FileState] = {}
     for root in roots:
-        if not root.path.is_dir():
-            log.warning("library folder %s is missing (unmounted?): its photos are kept", root.path)
+        if not root_available(root, catalog):
+            log.warning("library folder %s is missing or empty (unmounted?): its photos are kept", root.path)
             plan.missing_roots.append(root.path)
             continue
         if scope is None:
@@ -98,6 +108,20 @@ def _match_renames(plan: Plan, new: list[Work], gone: dict[str, FileState], hint
             plan.renames.append((source, work))
         else:
             plan.work.append(work)
+
+
+def root_available(root: RootInfo, catalog: Catalog) -> bool:
+    """A root that is gone, or empty while the catalog knows photos in it, is treated as unmounted: an
+    unmounted drive or share usually leaves its mount point behind as an empty folder."""
+    if not root.path.is_dir():
+        return False
+    try:
+        with os.scandir(root.path) as entries:
+            if next(entries, None) is not None:
+                return True
+    except OSError:
+        return False
+    return not catalog.file_states(root.id)
 
 
 def _outermost(paths: set[Path]) -> list[Path]:
@@ -140,6 +164,9 @@ def _plan_area(
                 unlisted.append(str(item.path) + "/")
             else:
                 plan.problems.append((root, item))
+            continue
+        if plan.settled_before_ns is not None and item.mtime_ns > plan.settled_before_ns:
+            plan.deferred.append(item.path)
             continue
         state = states.get(str(item.path))
         if state is None:

@@ -175,3 +175,14 @@ def test_a_lost_vector_is_noticed_even_without_the_journal(library, lib_dir):
     report = library.index()
     assert report.reconciled and report.embedded == 1
     assert len(assert_stores_agree(library)) == 9
+
+
+def test_an_empty_root_is_treated_as_unmounted_not_as_everything_deleted(library, lib_dir):
+    """An unmounted drive or share usually leaves its mount point behind as an empty folder."""
+    library.index([lib_dir])
+    for photo in sorted(lib_dir.rglob("*"), reverse=True):
+        photo.unlink() if photo.is_file() else photo.rmdir()
+    report = library.index()
+    assert report.missing_roots == [lib_dir.resolve()] and report.removed == 0
+    assert len(assert_stores_agree(library)) == 9
+    assert library.status().missing_roots == [lib_dir.resolve()]
