@@ -32,15 +32,17 @@ class Daemon:
 
     def __init__(self, data: Path, model: Path, env: dict[str, str]) -> None:
         self.data, self.model, self.env = data, model, env
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "photosearch", "--data-dir", str(self.data), "--model", str(self.model), *args]
 
     def start(self) -> Daemon:
-        self.proc = subprocess.Popen(
-            self.cli("watch"), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        """Start `watch` and wait until it holds the writer lock (it has started up, not just been spawned)."""
+        self.output = (self.data.parent / "daemon-output.txt").open("a")  # a file: a full pipe would block it
+        self.proc = subprocess.Popen(self.cli("watch"), env=self.env, stdout=self.output, stderr=subprocess.STDOUT)
+        lock = self.data / "writer.lock"
+        self.wait_for(lambda: lock.exists() and f'"pid": {self.proc.pid},' in lock.read_text(), what="the lock")
         return self
 
     def sql(self, query: str) -> list[tuple]:
@@ -61,19 +63,22 @@ class Daemon:
     def wait_for(self, condition, timeout: float = 60.0, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
         while not condition():
-            assert self.proc is None or self.proc.poll() is None, f"daemon exited: {self.proc.stdout.read()}"
+            assert self.proc is None or self.proc.poll() is None, f"daemon exited: {self.printed()}"
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(0.1)
 
     def settle(self, expected: set[str], timeout: float = 60.0) -> None:
         self.wait_for(lambda: self.idle() and self.indexed_paths() == expected, timeout, f"indexed == {expected}")
 
+    def printed(self) -> str:
+        return (self.data.parent / "daemon-output.txt").read_text()
+
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, float]:
         assert self.proc is not None
         started = time.monotonic()
         self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=30)
-        return self.proc.returncode, out, time.monotonic() - started
+        self.proc.wait(timeout=30)
+        return self.proc.returncode, self.printed(), time.monotonic() - started
 
     def log(self) -> str:
         return (self.data / "logs" / "photosearch.log").read_text()
@@ -260,3 +265,24 @@ def test_searches_while_the_daemon_indexes_see_no_error(tmp_path, tiny_model_dir
     daemon.stop()
     assert searches > 5, "the daemon finished before the searches could overlap it"
     assert len(grown) == 123  # the reader saw the daemon's writes
+
+
+def test_moving_a_folder_of_a_thousand_photos_calls_the_model_for_none(tmp_path, tiny_model_dir, env, lib):
+    album = lib / "album"
+    for i in range(1000):
+        make_photo(album / f"a{i:04d}.jpg", seed=5000 + i, size=(48, 36))
+    daemon = _start(tmp_path, tiny_model_dir, env, lib, "native")
+    try:
+        before = {p for p in daemon.indexed_paths()}
+        assert len(before) == 1003
+        daemon.settle(before)
+        ids_before = sorted(i for (i,) in daemon.sql("select id from photos"))
+        embedded_before = _embedded_total(daemon.log())
+        album.rename(lib / "moved-album")
+        after = {p.replace("/album/", "/moved-album/") for p in before}
+        daemon.settle(after, timeout=120)
+        assert sorted(i for (i,) in daemon.sql("select id from photos")) == ids_before
+        assert _embedded_total(daemon.log()) == embedded_before
+        assert "moved=1000," in daemon.log()
+    finally:
+        daemon.stop()
