@@ -170,6 +170,29 @@ def watch(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option("--host", help="Address to listen on (default 127.0.0.1; others need server.token).")
+@click.option("--port", type=click.IntRange(1, 65535), help="TCP port (default 8765).")
+@click.option("--watch/--no-watch", default=True, help="Also watch the library and keep the index current.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, watch: bool) -> None:
+    """Serve the HTTP API and the web page (and, by default, the watch daemon) in one process."""
+    import logging
+
+    from photosearch.config import load_config
+    from photosearch.serve import serve as run_server
+
+    config = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
+    _log_to_file(config.log_dir)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("photosearch").addHandler(handler)
+    host = host or config.server.host
+    port = port or config.server.port
+    click.echo(f"photosearch: serving on http://{host}:{port}  (Ctrl-C to stop)", err=True)
+    run_server(config, host, port, watch=watch)
+
+
+@cli.command()
 @_JSON
 @click.option("--failed", "show_failed", is_flag=True, help="List the files that failed, with reasons.")
 @click.pass_context

@@ -42,6 +42,7 @@ class ModelConfig(_Section):
     name: str = "openai/clip-vit-base-patch32"
     revision: str | None = None
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     batch_size: int = Field(default=32, ge=1, le=4096)
     allow_download: bool = True
     cache_dir: Path | None = None
@@ -64,6 +65,15 @@ class WatchConfig(_Section):
     max_tracked_paths: int = Field(default=10_000, ge=10)
 
 
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=1, le=65535)
+    token: str | None = Field(default=None, min_length=16)
+    max_upload_bytes: int = Field(default=25_000_000, ge=1024)
+    thumbnail_size: int = Field(default=320, ge=32, le=2048)
+    cors_origins: tuple[str, ...] = ()
+
+
 class SearchConfig(_Section):
     default_k: int = Field(default=10, ge=1, le=10_000)
 
@@ -73,6 +83,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     index: IndexConfig = IndexConfig()
     watch: WatchConfig = WatchConfig()
+    server: ServerConfig = ServerConfig()
     search: SearchConfig = SearchConfig()
 
     @property
@@ -86,6 +97,10 @@ class Config(_Section):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def thumbnail_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
 
 
 def default_data_dir() -> Path:
@@ -117,7 +132,7 @@ def env_var_names() -> dict[str, tuple[str, ...]]:
 
 def _env_value(raw: str, key_path: tuple[str, ...]) -> Any:
     """Environment values are strings; lists (exclude) are comma separated, the rest pydantic coerces."""
-    if key_path == ("index", "exclude"):
+    if key_path in (("index", "exclude"), ("server", "cors_origins")):
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw
 

@@ -48,6 +48,12 @@ class Daemon:
         self._overflowed = False
         self._intake_lock = threading.Lock()
         self._watcher: Watcher | None = None
+        self._reindex_requested = threading.Event()
+
+    def request_reindex(self) -> None:
+        """Rebuild every vector with the configured model, in the daemon's own loop (it holds the lock)."""
+        self._reindex_requested.set()
+        self._wake.set()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -76,6 +82,9 @@ class Daemon:
             if time.monotonic() >= next_root_check:
                 known = self._follow_new_roots(known)
                 next_root_check = time.monotonic() + IDLE_CHECK
+            if self._reindex_requested.is_set():
+                self._reindex_requested.clear()
+                self._guard(self.library.reindex)
             self._guard(self._drain_if_ready)
             self._wake.wait(timeout=self._sleep_time())
             self._wake.clear()

@@ -11,6 +11,7 @@ The model and Chroma are opened lazily, so `status` and a run with nothing to do
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from photosearch.catalog import Catalog, RootInfo
+from photosearch.catalog import Catalog, PhotoRecord, RootInfo
 from photosearch.config import Config, ModelConfig
 from photosearch.embedder import Embedder, ModelIdentity, load_embedder
 from photosearch.errors import ImageError, LibraryRootError, ModelMismatchError, WriterBusyError
@@ -83,6 +84,7 @@ class Library:
         self._embedder_instance: Embedder | None = None
         self._store_instance: VectorStore | None = None
         self._writer: WriterLock | None = None
+        self._init_lock = threading.RLock()
 
     @classmethod
     def open(cls, config: Config, *, embedder_factory: EmbedderFactory | None = None) -> Library:
@@ -114,6 +116,10 @@ class Library:
 
     def embedder(self) -> Embedder:
         """The configured model, loaded once; refused if the index was built with another model."""
+        with self._init_lock:  # request threads and the daemon thread of `serve` share this Library
+            return self._load_embedder()
+
+    def _load_embedder(self) -> Embedder:
         if self._embedder_instance is None:
             self._check_model_name()
             embedder = self._embedder_factory(self.config.model)
@@ -130,9 +136,13 @@ class Library:
         self.catalog.set_meta({MODEL_KEY: json.dumps(fields)})
 
     def store(self) -> VectorStore:
+        with self._init_lock:
+            return self._open_store()
+
+    def _open_store(self) -> VectorStore:
         if self._store_instance is None:
             self._check_model_name()
-            identity = self.stored_model() or self.embedder().identity
+            identity = self.stored_model() or self._load_embedder().identity
             info: dict[str, str | int] = {"model": identity.name, "revision": identity.revision, "dim": identity.dim}
             self._store_instance = VectorStore.open(self.config.chroma_dir, identity.key(), info)
         return self._store_instance
@@ -236,6 +246,15 @@ class Library:
         vector = self.embedder().embed_images([self._decode_query(path)])[0]
         exclude = frozenset({record.id}) if record is not None else frozenset()
         return searcher.by_vector(vector, k, where, exclude=exclude)
+
+    def similar_to_image(self, data: bytes, k: int | None = None, name: str = "upload") -> list[SearchResult]:
+        """Photos like an image given as bytes (an upload): decoded like any photo, EXIF orientation applied."""
+        image = decode_photo(data, name=name, max_pixels=self.config.index.max_image_pixels).image
+        vector = self.embedder().embed_images([image])[0]
+        return self._searcher().by_vector(vector, k or self.config.search.default_k)
+
+    def photo(self, photo_id: int) -> PhotoRecord:
+        return self.catalog.get(photo_id)
 
     def _decode_query(self, path: Path) -> Image.Image:
         try:

@@ -1,0 +1,228 @@
+"""The HTTP API and the web page: a thin FastAPI adapter over the library API.
+
+Typed errors become JSON bodies with the status code each error carries (errors.py); bad input never
+becomes a 500. Files are only ever addressed by catalog id.
+"""
+
+from __future__ import annotations
+
+import hmac
+import mimetypes
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Query, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from photosearch.catalog import PhotoRecord
+from photosearch.errors import ImageError, PhotosearchError
+from photosearch.library import Library
+from photosearch.search import MAX_K, SearchResult
+from photosearch.thumbnails import servable_path, thumbnail
+
+TOKEN_COOKIE = "photosearch_token"
+K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results")]
+OFFSET = Annotated[int, Query(ge=0, le=MAX_K - 1, description="Results to skip (paging)")]
+
+
+class Result(BaseModel):
+    id: int
+    rank: int
+    score: float
+    path: str
+    folder: str
+    width: int | None
+    height: int | None
+    taken_at: datetime | None
+    thumbnail_url: str
+    original_url: str
+
+
+class Results(BaseModel):
+    results: list[Result]
+    offset: int
+    k: int
+    more: bool  # another page may follow
+
+
+class PhotoDetails(BaseModel):
+    id: int
+    path: str
+    folder: str
+    status: str
+    error: str | None
+    size: int
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: datetime | None
+    camera_make: str | None
+    camera_model: str | None
+    gps_lat: float | None
+    gps_lon: float | None
+    orientation: int | None
+    indexed_at: datetime | None
+    thumbnail_url: str
+    original_url: str
+
+
+def _page(results: list[SearchResult], offset: int, k: int) -> Results:
+    page = results[offset : offset + k]
+    items = [
+        Result(**{**r.to_dict(), "taken_at": r.taken_at}, thumbnail_url=f"/api/photos/{r.id}/thumbnail",
+               original_url=f"/api/photos/{r.id}/original")
+        for r in page
+    ]  # fmt: skip
+    return Results(results=items, offset=offset, k=k, more=len(results) > offset + k)
+
+
+def _details(record: PhotoRecord) -> PhotoDetails:
+    fields = {name: getattr(record, name) for name in PhotoDetails.model_fields if hasattr(record, name)}
+    return PhotoDetails(
+        **{**fields, "path": str(record.path)},
+        thumbnail_url=f"/api/photos/{record.id}/thumbnail",
+        original_url=f"/api/photos/{record.id}/original",
+    )
+
+
+def _error(status: int, kind: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status)
+
+
+def create_app(
+    library: Library,
+    status_extra: Callable[[], dict[str, Any]] | None = None,
+    reindex: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The app for one library. ``status_extra`` adds the daemon's state to /api/status; ``reindex`` starts
+    a rebuild of every vector in the background (the daemon's, when it runs)."""
+    config = library.config
+    app = FastAPI(title="photosearch", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    _install_security(app, config.server.token, config.server.cors_origins)
+    _install_errors(app)
+
+    def roots() -> list[Path]:
+        return [r.path for r in library.roots()]
+
+    @app.get("/api/search", response_model=Results, summary="Photos matching a text query")
+    async def search(q: Annotated[str, Query(min_length=1, max_length=1000)], k: K = 20, offset: OFFSET = 0,
+                     folder: str | None = None) -> Results:  # fmt: skip
+        where = Path(folder) if folder else None
+        results = await run_in_threadpool(library.search, q, min(MAX_K, offset + k + 1), where)
+        return _page(results, offset, k)
+
+    @app.get("/api/photos/{photo_id}", response_model=PhotoDetails, summary="A photo's details")
+    async def photo(photo_id: int) -> PhotoDetails:
+        return _details(await run_in_threadpool(library.photo, photo_id))
+
+    @app.get("/api/photos/{photo_id}/similar", response_model=Results, summary="Photos like an indexed photo")
+    async def similar(photo_id: int, k: K = 20, offset: OFFSET = 0) -> Results:
+        record = await run_in_threadpool(library.photo, photo_id)
+        results = await run_in_threadpool(library.similar, record.path, min(MAX_K, offset + k + 1))
+        return _page(results, offset, k)
+
+    @app.post("/api/search/image", response_model=Results, summary="Photos like an uploaded image")
+    async def search_image(file: Annotated[UploadFile, File()], k: K = 20) -> Results:
+        limit = config.server.max_upload_bytes
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"upload larger than {limit} bytes (server.max_upload_bytes)")
+        results = await run_in_threadpool(library.similar_to_image, data, k, file.filename or "upload")
+        return _page(results, 0, k)
+
+    @app.get("/api/photos/{photo_id}/thumbnail", summary="A JPEG thumbnail, upright", response_class=Response)
+    async def photo_thumbnail(photo_id: int, request: Request) -> Response:
+        record = await run_in_threadpool(library.photo, photo_id)
+        size = config.server.thumbnail_size
+        etag = f'"{record.content_hash or record.mtime_ns}-{size}"'
+        headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        path = await run_in_threadpool(
+            thumbnail, record, roots(), size, config.thumbnail_dir, config.index.max_image_pixels
+        )
+        return FileResponse(path, media_type="image/jpeg", headers=headers)
+
+    @app.get("/api/photos/{photo_id}/original", summary="The original file", response_class=Response)
+    async def original(photo_id: int) -> Response:
+        record = await run_in_threadpool(library.photo, photo_id)
+        path = servable_path(record, roots())
+        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/api/status", summary="Counts, indexing progress and daemon state")
+    async def status() -> dict[str, Any]:
+        info = await run_in_threadpool(library.status)
+        data = {
+            "indexed": info.indexed, "pending": info.pending, "failed": info.failed, "model": info.model,
+            "roots": [str(r.path) for r in info.roots], "missing_roots": [str(p) for p in info.missing_roots],
+        }  # fmt: skip
+        return data | (await run_in_threadpool(status_extra) if status_extra else {})
+
+    @app.post("/api/reindex", status_code=202, summary="Rebuild every vector with the configured model")
+    async def start_reindex() -> dict[str, str]:
+        if reindex is None:
+            raise HTTPException(503, "reindexing is not available in this server")
+        reindex()
+        return {"status": "started", "progress": "/api/status"}
+
+    _install_page(app)
+    return app
+
+
+def _install_page(app: FastAPI) -> None:
+    web = Path(str(resources.files("photosearch") / "web"))
+    app.mount("/static", StaticFiles(directory=web), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse((web / "index.html").read_text(encoding="utf-8"))
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(PhotosearchError)
+    async def library_error(_request: Request, exc: PhotosearchError) -> JSONResponse:
+        status = 415 if isinstance(exc, ImageError) else exc.http_status
+        return _error(status, type(exc).__name__, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", []))
+        return _error(422, "InvalidRequest", f"{where}: {first.get('msg')}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, "HTTPError", str(exc.detail))
+
+
+def _install_security(app: FastAPI, token: str | None, cors_origins: tuple[str, ...]) -> None:
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization"])  # fmt: skip
+    if token is None:
+        return
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Every request carries the token: a Bearer header (API clients), or the cookie that a visit with
+        ?token=... sets (the web page, whose <img> requests cannot send headers)."""
+        header = request.headers.get("authorization", "")
+        offered = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
+        offered = offered or request.cookies.get(TOKEN_COOKIE) or request.query_params.get("token")
+        if offered is None or not hmac.compare_digest(offered.encode(), token.encode()):
+            return _error(401, "Unauthorized", "this server needs its access token (server.token)")
+        response = await call_next(request)
+        if request.query_params.get("token"):
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response

@@ -1,0 +1,112 @@
+"""`photosearch serve`: one long-lived process with the daemon (watcher + indexer) and the HTTP app.
+
+uvicorn owns the main thread and its signals; the daemon runs in a thread and is stopped through its stop
+event when uvicorn shuts down. While running, ``server.json`` in the data directory tells the CLI where the
+server listens, so `search`, `similar` and `status` can ask it instead of loading the model again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from photosearch.config import Config
+from photosearch.errors import ConfigError
+from photosearch.library import Library
+
+log = logging.getLogger(__name__)
+DISCOVERY = "server.json"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(config: Config, host: str) -> None:
+    if not is_loopback(host) and not config.server.token:
+        raise ConfigError(
+            f"serving on {host} makes your photos reachable from other machines: set server.token "
+            "(PHOTOSEARCH_SERVER_TOKEN) to a long random string first, or bind 127.0.0.1"
+        )
+
+
+@contextmanager
+def _discovery_file(config: Config, host: str, port: int) -> Iterator[None]:
+    path = config.data_dir / DISCOVERY
+    connect = "127.0.0.1" if not is_loopback(host) else host
+    data = {"pid": os.getpid(), "url": f"http://{connect}:{port}", "token": config.server.token}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold the token
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def running_server(data_dir: Path) -> dict[str, Any] | None:
+    """The server for this data directory, if one runs (its discovery file names a live process)."""
+    try:
+        data: dict[str, Any] = json.loads((data_dir / DISCOVERY).read_text())
+        os.kill(int(data["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return data
+
+
+def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
+    import uvicorn
+
+    from photosearch.daemon import Daemon, daemon_state
+    from photosearch.httpapi import create_app
+
+    check_binding(config, host)
+    with Library.open(config) as library:
+        stop = threading.Event()
+        daemon = Daemon(library, stop=stop) if watch else None
+        thread = threading.Thread(target=_run_daemon, args=(daemon,), name="daemon", daemon=True) if daemon else None
+
+        @asynccontextmanager
+        async def lifespan(_app: Any) -> Any:
+            if thread is not None:
+                thread.start()
+            yield
+            stop.set()
+            if thread is not None:
+                thread.join(timeout=10)
+
+        def reindex() -> None:
+            if daemon is not None:
+                daemon.request_reindex()
+            else:
+                threading.Thread(target=_logged, args=(library.reindex,), name="reindex", daemon=True).start()
+
+        app = create_app(library, status_extra=lambda: {"daemon": daemon_state(library)}, reindex=reindex)
+        app.router.lifespan_context = lifespan
+        with _discovery_file(config, host, port):
+            log.info("serving on http://%s:%d (watching: %s)", host, port, watch)
+            uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _logged(step: Any) -> None:
+    try:
+        step()
+    except Exception:
+        log.exception("background task failed")
+
+
+def _run_daemon(daemon: Any) -> None:
+    """The daemon thread: if it cannot run (another `watch` holds the lock), the server goes on serving."""
+    _logged(daemon.run)
