@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from photosearch.client import ServerClient
     from photosearch.indexer import IndexReport
-    from photosearch.library import Library, LibraryStatus
-    from photosearch.search import SearchResult
+    from photosearch.library import Library
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,15 +114,29 @@ def _print_report(report: IndexReport) -> None:
         click.echo("see `photosearch status --failed` for the reasons", err=True)
 
 
-def _print_results(results: Sequence[SearchResult], as_json: bool) -> None:
+_RESULT_KEYS = ("rank", "id", "path", "score", "folder", "width", "height", "taken_at")
+
+
+def _print_results(results: Sequence[dict[str, Any]], as_json: bool) -> None:
+    """One line per result; the same whether the results came from the library or from a server."""
     if as_json:
         for result in results:
-            click.echo(json.dumps(result.to_dict()))
+            click.echo(json.dumps({key: result.get(key) for key in _RESULT_KEYS}))
         return
     if not results:
         click.echo("no results (is anything indexed? see `photosearch status`)", err=True)
     for result in results:
-        click.echo(f"{result.rank:3d}  {result.score:.4f}  {result.path}")
+        click.echo(f"{result['rank']:3d}  {result['score']:.4f}  {result['path']}")
+
+
+def _running_server(ctx: click.Context) -> ServerClient | None:
+    """A `photosearch serve` for this data directory, if one runs: asking it avoids loading the model."""
+    from photosearch.client import ServerClient, running_server
+    from photosearch.config import load_config
+
+    config = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
+    found = running_server(config.data_dir)
+    return ServerClient(found["url"], found.get("token")) if found else None
 
 
 _K = click.option("-k", "--top", "k", type=click.IntRange(1, 1000), help="How many results (default 10).")
@@ -138,8 +152,14 @@ _FOLDER = click.option("--folder", type=click.Path(path_type=Path), help="Only p
 @click.pass_context
 def search(ctx: click.Context, query: str, k: int | None, as_json: bool, folder: Path | None) -> None:
     """Photos that match a text QUERY, best first."""
+    server = _running_server(ctx)
+    if server is not None:
+        folder_arg = str(folder.expanduser().resolve()) if folder else None
+        reply = server.get("/api/search", q=query, k=k or 10, folder=folder_arg)
+        _print_results(reply["results"], as_json)
+        return
     with _library(ctx) as library:
-        _print_results(library.search(query, k=k, folder=folder), as_json)
+        _print_results([r.to_dict() for r in library.search(query, k=k, folder=folder)], as_json)
 
 
 @cli.command()
@@ -150,8 +170,26 @@ def search(ctx: click.Context, query: str, k: int | None, as_json: bool, folder:
 @click.pass_context
 def similar(ctx: click.Context, photo: Path, k: int | None, as_json: bool, folder: Path | None) -> None:
     """Photos that look like PHOTO (an indexed photo or any image file)."""
+    server = _running_server(ctx)
+    if server is not None and folder is None:
+        _print_results(_similar_via_server(server, photo, k or 10), as_json)
+        return
     with _library(ctx) as library:
-        _print_results(library.similar(photo, k=k, folder=folder), as_json)
+        _print_results([r.to_dict() for r in library.similar(photo, k=k, folder=folder)], as_json)
+
+
+def _similar_via_server(server: ServerClient, photo: Path, k: int) -> list[dict[str, Any]]:
+    from photosearch.errors import PhotoNotFoundError
+
+    try:
+        found = server.get("/api/lookup", path=str(photo.expanduser().absolute()))
+    except PhotoNotFoundError:
+        found = None
+    if found is not None and found["status"] == "indexed":
+        results: list[dict[str, Any]] = server.get(f"/api/photos/{found['id']}/similar", k=k)["results"]
+        return results
+    results = server.post_file("/api/search/image", photo.expanduser(), k=k)["results"]
+    return [r for r in results if found is None or r["id"] != found["id"]]
 
 
 @cli.command()
@@ -198,51 +236,39 @@ def serve(ctx: click.Context, host: str | None, port: int | None, watch: bool) -
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, show_failed: bool) -> None:
     """What is indexed, pending and failed; the model; where the data lives."""
-    from photosearch.daemon import daemon_state
+    server = None if show_failed else _running_server(ctx)
+    if server is not None:
+        data = server.get("/api/status")
+        failures: list[tuple[Path, str]] = []
+    else:
+        from photosearch.daemon import daemon_state
 
-    with _library(ctx) as library:
-        info = library.status()
-        daemon = daemon_state(library)
-        failures = library.failures() if show_failed else []
+        with _library(ctx) as library:
+            data = library.status().to_dict() | {"daemon": daemon_state(library)}
+            failures = library.failures() if show_failed else []
     if as_json:
-        data = _status_dict(info) | {"daemon": daemon}
         if show_failed:
             data["failures"] = [{"path": str(p), "reason": r} for p, r in failures]
         click.echo(json.dumps(data, indent=2))
         return
-    _print_status(info)
-    _print_daemon(daemon)
+    _print_status(data)
+    _print_daemon(data["daemon"])
     for path, reason in failures:
         click.echo(f"{path}: {reason}")
 
 
-def _status_dict(info: LibraryStatus) -> dict[str, Any]:
-    return {
-        "roots": [str(r.path) for r in info.roots],
-        "missing_roots": [str(p) for p in info.missing_roots],
-        "indexed": info.indexed,
-        "pending": info.pending,
-        "failed": info.failed,
-        "model": info.model,
-        "configured_model": info.configured_model,
-        "data_dir": str(info.data_dir),
-        "catalog_bytes": info.catalog_bytes,
-        "vectors_bytes": info.vectors_bytes,
-    }
-
-
-def _print_status(info: LibraryStatus) -> None:
-    for root in info.roots:
-        mark = "  (missing)" if root.path in info.missing_roots else ""
-        click.echo(f"library   {root.path}{mark}")
-    if not info.roots:
+def _print_status(info: dict[str, Any]) -> None:
+    for root in info["roots"]:
+        mark = "  (missing or empty)" if root in info["missing_roots"] else ""
+        click.echo(f"library   {root}{mark}")
+    if not info["roots"]:
         click.echo("library   (none yet: run `photosearch index FOLDER`)")
-    click.echo(f"photos    {info.indexed} indexed, {info.pending} pending, {info.failed} failed")
-    click.echo(f"model     {info.model or '(nothing indexed yet)'}")
-    if info.model is not None and not info.model.startswith(info.configured_model + " "):
-        click.echo(f"          configured: {info.configured_model} -> run `photosearch reindex`")
-    click.echo(f"data      {info.data_dir}")
-    click.echo(f"size      catalog {_mb(info.catalog_bytes)}, vectors {_mb(info.vectors_bytes)}")
+    click.echo(f"photos    {info['indexed']} indexed, {info['pending']} pending, {info['failed']} failed")
+    click.echo(f"model     {info['model'] or '(nothing indexed yet)'}")
+    if info["model"] is not None and not info["model"].startswith(info["configured_model"] + " "):
+        click.echo(f"          configured: {info['configured_model']} -> run `photosearch reindex`")
+    click.echo(f"data      {info['data_dir']}")
+    click.echo(f"size      catalog {_mb(info['catalog_bytes'])}, vectors {_mb(info['vectors_bytes'])}")
 
 
 def _print_daemon(daemon: dict[str, Any]) -> None:

@@ -161,11 +161,14 @@ def create_app(
     @app.get("/api/status", summary="Counts, indexing progress and daemon state")
     async def status() -> dict[str, Any]:
         info = await run_in_threadpool(library.status)
-        data = {
-            "indexed": info.indexed, "pending": info.pending, "failed": info.failed, "model": info.model,
-            "roots": [str(r.path) for r in info.roots], "missing_roots": [str(p) for p in info.missing_roots],
-        }  # fmt: skip
-        return data | (await run_in_threadpool(status_extra) if status_extra else {})
+        return info.to_dict() | (await run_in_threadpool(status_extra) if status_extra else {})
+
+    @app.get("/api/lookup", summary="The catalog id of a path (compared with the catalog, never opened)")
+    async def lookup(path: Annotated[str, Query(min_length=1, max_length=4096)]) -> dict[str, Any]:
+        record = await run_in_threadpool(library.catalog.by_path, Path(path))
+        if record is None:
+            raise HTTPException(404, "that path is not in the catalog")
+        return {"id": record.id, "status": record.status}
 
     @app.post("/api/reindex", status_code=202, summary="Rebuild every vector with the configured model")
     async def start_reindex() -> dict[str, str]:

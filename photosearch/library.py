@@ -63,6 +63,20 @@ class LibraryStatus:
     catalog_bytes: int
     vectors_bytes: int
 
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "roots": [str(r.path) for r in self.roots],
+            "missing_roots": [str(p) for p in self.missing_roots],
+            "indexed": self.indexed,
+            "pending": self.pending,
+            "failed": self.failed,
+            "model": self.model,
+            "configured_model": self.configured_model,
+            "data_dir": str(self.data_dir),
+            "catalog_bytes": self.catalog_bytes,
+            "vectors_bytes": self.vectors_bytes,
+        }
+
 
 def configured_model_name(config: ModelConfig) -> str:
     """The name an index records: a local folder as its absolute path, a hub name as written."""

@@ -11,18 +11,18 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
-from pathlib import Path
 from typing import Any
 
+from photosearch.client import DISCOVERY
 from photosearch.config import Config
 from photosearch.errors import ConfigError
 from photosearch.library import Library
 
 log = logging.getLogger(__name__)
-DISCOVERY = "server.json"
 
 
 def is_loopback(host: str) -> bool:
@@ -56,16 +56,6 @@ def _discovery_file(config: Config, host: str, port: int) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def running_server(data_dir: Path) -> dict[str, Any] | None:
-    """The server for this data directory, if one runs (its discovery file names a live process)."""
-    try:
-        data: dict[str, Any] = json.loads((data_dir / DISCOVERY).read_text())
-        os.kill(int(data["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return data
-
-
 def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
     import uvicorn
 
@@ -73,6 +63,7 @@ def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
     from photosearch.httpapi import create_app
 
     check_binding(config, host)
+    _Server = _server_class()
     with Library.open(config) as library:
         stop = threading.Event()
         daemon = Daemon(library, stop=stop) if watch else None
@@ -82,6 +73,8 @@ def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
         async def lifespan(_app: Any) -> Any:
             if thread is not None:
                 thread.start()
+            # Load the model now rather than on the first query, so a search never waits for it.
+            threading.Thread(target=_logged, args=(library.embedder,), name="warm-up", daemon=True).start()
             yield
             stop.set()
             if thread is not None:
@@ -95,9 +88,10 @@ def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
 
         app = create_app(library, status_extra=lambda: {"daemon": daemon_state(library)}, reindex=reindex)
         app.router.lifespan_context = lifespan
+        server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
         with _discovery_file(config, host, port):
             log.info("serving on http://%s:%d (watching: %s)", host, port, watch)
-            uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+            server.run()
 
 
 def _logged(step: Any) -> None:
@@ -110,3 +104,22 @@ def _logged(step: Any) -> None:
 def _run_daemon(daemon: Any) -> None:
     """The daemon thread: if it cannot run (another `watch` holds the lock), the server goes on serving."""
     _logged(daemon.run)
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which kills the process before our
+        cleanup (the daemon thread, the discovery file) runs. A clean stop here exits normally instead."""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server

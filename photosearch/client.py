@@ -1,0 +1,91 @@
+"""A small client for a running `photosearch serve`, used by the CLI so a search needs no model load.
+
+Standard library only (urllib): importing it costs nothing, which is the point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from photosearch.errors import (
+    ImageError,
+    InvalidQueryError,
+    ModelError,
+    PhotoNotFoundError,
+    PhotosearchError,
+)
+
+_BY_STATUS: dict[int, type[PhotosearchError]] = {
+    404: PhotoNotFoundError, 409: ModelError, 413: InvalidQueryError, 422: InvalidQueryError, 503: ModelError,
+}  # fmt: skip
+
+
+DISCOVERY = "server.json"  # written by `photosearch serve` into the data directory while it runs
+
+
+def running_server(data_dir: Path) -> dict[str, Any] | None:
+    """The server for this data directory, if one runs (its discovery file names a live process)."""
+    try:
+        data: dict[str, Any] = json.loads((data_dir / DISCOVERY).read_text())
+        os.kill(int(data["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return data
+
+
+class ServerClient:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def get(self, endpoint: str, **params: Any) -> Any:
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        return self._send(urllib.request.Request(f"{self.url}{endpoint}?{query}"))
+
+    def post_file(self, endpoint: str, file: Path, **params: Any) -> Any:
+        boundary = uuid.uuid4().hex
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise ImageError(str(file), f"cannot read file: {exc.strerror or exc}") from None
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file.name}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        request = urllib.request.Request(f"{self.url}{endpoint}?{query}", data=body, method="POST")
+        request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+        return self._send(request)
+
+    def _send(self, request: urllib.request.Request) -> Any:
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise _error(exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise PhotosearchError(f"cannot reach the photosearch server at {self.url}: {exc}") from None
+
+
+def _error(exc: urllib.error.HTTPError) -> PhotosearchError:
+    try:
+        detail = json.loads(exc.read()).get("detail", exc.reason)
+    except (ValueError, AttributeError):
+        detail = exc.reason
+    if exc.code == 415:
+        return ImageError("upload", str(detail))
+    return _BY_STATUS.get(exc.code, PhotosearchError)(f"server: {detail}")

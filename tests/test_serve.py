@@ -1,0 +1,108 @@
+"""`photosearch serve` as a real process: the CLI uses it over loopback; it watches; it stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from helpers import make_photo
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
+    fast = {
+        "PHOTOSEARCH_WATCH_DEBOUNCE": "0.2",
+        "PHOTOSEARCH_WATCH_SETTLE": "0.5",
+        "PHOTOSEARCH_WATCH_BATCH_WAIT": "0.2",
+    }
+    return {**clean, **fast, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HF_HOME": str(tmp_path / "hf")}
+
+
+@pytest.fixture
+def served(tmp_path, tiny_model_dir, env):
+    root = tmp_path / "lib"
+    for i in range(8):
+        make_photo(root / f"p{i}.jpg", seed=i)
+    base = [sys.executable, "-m", "photosearch", "--data-dir", str(tmp_path / "data"), "--model", str(tiny_model_dir)]
+    subprocess.run([*base, "index", "--no-progress", str(root)], env=env, check=True, capture_output=True)
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([*base, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    yield base, root, proc, port
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def _run(cmd, env, **kw):
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, **kw)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_cli_asks_the_running_server_and_loads_no_model(served, env, tmp_path):
+    base, root, _, _ = served
+    result = _run([sys.executable, "-X", "importtime", *base[1:], "search", "a cat", "--json", "-k", "3"], env)
+    started = time.monotonic()
+    _run([*base, "search", "a dog", "-k", "3"], env)
+    print(f"CLI search through the server: {time.monotonic() - started:.2f} s wall")
+    hits = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(hits) == 3 and all(h["path"].startswith(str(root)) for h in hits)
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert not {"torch", "transformers", "chromadb", "sqlalchemy"} & imported
+
+    similar = [json.loads(x) for x in _run([*base, "similar", str(root / "p3.jpg"), "--json"], env).stdout.splitlines()]
+    assert len(similar) == 7 and str(root / "p3.jpg") not in {h["path"] for h in similar}
+    outside = make_photo(tmp_path / "elsewhere.jpg", seed=3)  # same picture as p3, outside the library
+    by_example = [json.loads(x) for x in _run([*base, "similar", str(outside), "--json"], env).stdout.splitlines()]
+    assert by_example[0]["path"] == str(root / "p3.jpg")
+
+    status = json.loads(_run([*base, "status", "--json"], env).stdout)
+    assert status["indexed"] == 8 and status["daemon"]["running"] is True
+
+
+def test_serve_watches_and_stops_cleanly(served, env, tmp_path):
+    base, root, proc, port = served
+    make_photo(root / "new.jpg", seed=77)
+    deadline = time.monotonic() + 60
+    while json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status").read())["indexed"] < 9:
+        assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+        time.sleep(0.2)
+    assert (tmp_path / "data" / "server.json").exists()
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "data" / "server.json").exists()
+    # without the server the CLI works on its own again
+    assert len(_run([*base, "search", "x", "--json"], env).stdout.splitlines()) == 9
+
+
+def test_serving_beyond_loopback_without_a_token_is_refused(tmp_path, tiny_model_dir, env):
+    cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(tmp_path / "d"), "serve", "--host", "0.0.0.0"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78
+    assert "server.token" in result.stderr and len(result.stderr.strip().splitlines()) == 2  # banner + error
