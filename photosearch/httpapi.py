@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Query, Request, Response, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -31,6 +32,7 @@ from photosearch.thumbnails import servable_path, thumbnail
 TOKEN_COOKIE = "photosearch_token"
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results")]
 OFFSET = Annotated[int, Query(ge=0, le=MAX_K - 1, description="Results to skip (paging)")]
+PhotoId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="Catalog id of a photo")]  # SQLite's range
 
 
 class Result(BaseModel):
@@ -120,11 +122,11 @@ def create_app(
         return _page(results, offset, k)
 
     @app.get("/api/photos/{photo_id}", response_model=PhotoDetails, summary="A photo's details")
-    async def photo(photo_id: int) -> PhotoDetails:
+    async def photo(photo_id: PhotoId) -> PhotoDetails:
         return _details(await run_in_threadpool(library.photo, photo_id))
 
     @app.get("/api/photos/{photo_id}/similar", response_model=Results, summary="Photos like an indexed photo")
-    async def similar(photo_id: int, k: K = 20, offset: OFFSET = 0) -> Results:
+    async def similar(photo_id: PhotoId, k: K = 20, offset: OFFSET = 0) -> Results:
         record = await run_in_threadpool(library.photo, photo_id)
         results = await run_in_threadpool(library.similar, record.path, min(MAX_K, offset + k + 1))
         return _page(results, offset, k)
@@ -139,7 +141,7 @@ def create_app(
         return _page(results, 0, k)
 
     @app.get("/api/photos/{photo_id}/thumbnail", summary="A JPEG thumbnail, upright", response_class=Response)
-    async def photo_thumbnail(photo_id: int, request: Request) -> Response:
+    async def photo_thumbnail(photo_id: PhotoId, request: Request) -> Response:
         record = await run_in_threadpool(library.photo, photo_id)
         size = config.server.thumbnail_size
         etag = f'"{record.content_hash or record.mtime_ns}-{size}"'
@@ -152,7 +154,7 @@ def create_app(
         return FileResponse(path, media_type="image/jpeg", headers=headers)
 
     @app.get("/api/photos/{photo_id}/original", summary="The original file", response_class=Response)
-    async def original(photo_id: int) -> Response:
+    async def original(photo_id: PhotoId) -> Response:
         record = await run_in_threadpool(library.photo, photo_id)
         path = servable_path(record, roots())
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"

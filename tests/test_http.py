@@ -93,6 +93,7 @@ def test_photo_details_and_similar(client, library, built):
     assert client.get("/api/photos/999999").status_code == 404
     assert client.get("/api/photos/999999/similar").status_code == 404
     assert client.get("/api/photos/abc").status_code == 422
+    assert client.get(f"/api/photos/{2**63}").status_code == 422  # found by the fuzzer: was an overflow 500
 
 
 def test_search_by_uploaded_image(client, library, built):
