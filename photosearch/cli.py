@@ -196,13 +196,9 @@ def _similar_via_server(server: ServerClient, photo: Path, k: int) -> list[dict[
 @click.pass_context
 def watch(ctx: click.Context) -> None:
     """Keep the index current: catch up, then follow changes as they happen (runs in the foreground)."""
-    import logging
-
     from photosearch.daemon import Daemon
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    logging.getLogger("photosearch").addHandler(handler)
+    _log_to_stderr()
     with _library(ctx) as library:
         Daemon(library).run()
 
@@ -214,16 +210,13 @@ def watch(ctx: click.Context) -> None:
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, watch: bool) -> None:
     """Serve the HTTP API and the web page (and, by default, the watch daemon) in one process."""
-    import logging
 
     from photosearch.config import load_config
     from photosearch.serve import serve as run_server
 
     config = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
     _log_to_file(config.log_dir)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    logging.getLogger("photosearch").addHandler(handler)
+    _log_to_stderr()
     host = host or config.server.host
     port = port or config.server.port
     click.echo(f"photosearch: serving on http://{host}:{port}  (Ctrl-C to stop)", err=True)
@@ -299,6 +292,15 @@ def _log_to_file(log_dir: Path) -> None:
     logger = logging.getLogger("photosearch")
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
+
+
+def _log_to_stderr() -> None:
+    """Long-running commands (watch, serve) also log what they do to the terminal."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("photosearch").addHandler(handler)
 
 
 def _quiet_libraries(debug: bool) -> None:
