@@ -30,6 +30,14 @@ from photosearch.search import MAX_K, SearchResult
 from photosearch.thumbnails import servable_path, thumbnail
 
 TOKEN_COOKIE = "photosearch_token"
+# What a browser gets at / without the token: a 401 that asks for it (and shows nothing of the library).
+_TOKEN_FORM = """<!doctype html><html lang="en"><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>photosearch: access token</title>
+<style>body{font:16px system-ui,sans-serif;margin:15vh auto;max-width:26rem;padding:0 1rem}
+input{width:100%;font:inherit;padding:.5rem;margin:.5rem 0;box-sizing:border-box}</style>
+<h1>photosearch</h1><form method="get" action="/"><label for="token">This server needs its access token
+(server.token):</label><input id="token" name="token" type="password" autocomplete="current-password"
+autofocus required minlength="16"><button type="submit">Open</button></form></html>"""
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results")]
 OFFSET = Annotated[int, Query(ge=0, le=MAX_K - 1, description="Results to skip (paging)")]
 PhotoId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="Catalog id of a photo")]  # SQLite's range
@@ -132,13 +140,14 @@ def create_app(
         return _page(results, offset, k)
 
     @app.post("/api/search/image", response_model=Results, summary="Photos like an uploaded image")
-    async def search_image(file: Annotated[UploadFile, File()], k: K = 20) -> Results:
+    async def search_image(file: Annotated[UploadFile, File()], k: K = 20, offset: OFFSET = 0) -> Results:
         limit = config.server.max_upload_bytes
         data = await file.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"upload larger than {limit} bytes (server.max_upload_bytes)")
-        results = await run_in_threadpool(library.similar_to_image, data, k, file.filename or "upload")
-        return _page(results, 0, k)
+        wanted = min(MAX_K, offset + k + 1)
+        results = await run_in_threadpool(library.similar_to_image, data, wanted, file.filename or "upload")
+        return _page(results, offset, k)
 
     @app.get("/api/photos/{photo_id}/thumbnail", summary="A JPEG thumbnail, upright", response_class=Response)
     async def photo_thumbnail(photo_id: PhotoId, request: Request) -> Response:
@@ -226,6 +235,8 @@ def _install_security(app: FastAPI, token: str | None, cors_origins: tuple[str, 
         offered = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
         offered = offered or request.cookies.get(TOKEN_COOKIE) or request.query_params.get("token")
         if offered is None or not hmac.compare_digest(offered.encode(), token.encode()):
+            if request.url.path == "/" and "text/html" in request.headers.get("accept", ""):
+                return HTMLResponse(_TOKEN_FORM, status_code=401)  # a browser: ask for the token
             return _error(401, "Unauthorized", "this server needs its access token (server.token)")
         response = await call_next(request)
         if request.query_params.get("token"):

@@ -99,8 +99,12 @@ def test_photo_details_and_similar(client, library, built):
 def test_search_by_uploaded_image(client, library, built):
     _, root, _ = built
     data = (root / "b" / "p7.jpg").read_bytes()
-    results = client.post("/api/search/image", files={"file": ("q.jpg", data, "image/jpeg")}).json()["results"]
+    reply = client.post("/api/search/image", params={"k": 4}, files={"file": ("q.jpg", data, "image/jpeg")}).json()
+    results = reply["results"]
     assert results[0]["id"] == _id(library, root / "b" / "p7.jpg") and results[0]["score"] > 0.999
+    assert reply["more"] is True and len(results) == 4
+    page2 = client.post("/api/search/image", params={"k": 4, "offset": 4}, files={"file": ("q.jpg", data)}).json()
+    assert [r["rank"] for r in page2["results"]] == [5, 6, 7, 8]
     not_image = client.post("/api/search/image", files={"file": ("q.jpg", b"hello", "image/jpeg")})
     assert not_image.status_code == 415 and "not an image" in not_image.json()["detail"]
     assert client.post("/api/search/image").status_code == 422
@@ -139,8 +143,11 @@ def test_original_by_id_only_and_never_outside_the_library(client, library, buil
     for url in (f"/api/photos/{escape_id}/original", f"/api/photos/{escape_id}/thumbnail"):
         response = client.get(url)
         assert response.status_code == 404 and response.content != secret.read_bytes()
-    for url in ("/api/photos/..%2F..%2Fetc%2Fpasswd/original", "/api/photos/%2Fetc%2Fpasswd/original",
-                "/static/..%2F..%2Fcatalog.py", "/static/../library.py", "/api/photos/1%2F..%2F2/original"):  # fmt: skip
+    attempts = (
+        "/api/photos/..%2F..%2Fetc%2Fpasswd/original", "/api/photos/%2Fetc%2Fpasswd/original",
+        "/static/..%2F..%2Fcatalog.py", "/static/../library.py", "/api/photos/1%2F..%2F2/original",
+    )  # fmt: skip
+    for url in attempts:
         response = client.get(url)
         assert response.status_code in (404, 422), url
         assert b"root:" not in response.content and b"import" not in response.content
@@ -149,6 +156,7 @@ def test_original_by_id_only_and_never_outside_the_library(client, library, buil
 def test_status_and_reindex_trigger(client):
     status = client.get("/api/status").json()
     assert (status["indexed"], status["pending"], status["failed"]) == (13, 0, 0)
+    assert status["model_matches"] is True
     assert client.post("/api/reindex").status_code == 202
     assert client.reindexed == [True]
 
@@ -169,6 +177,8 @@ def test_token_is_required_on_every_request(library, built):
             assert b"photosearch" not in response.content or url == "/"
         assert client.get("/api/status", headers={"Authorization": "Bearer wrong-token-wrong-token"}).status_code == 401
         assert client.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        form = client.get("/", headers={"Accept": "text/html"})
+        assert form.status_code == 401 and 'name="token"' in form.text and "p0.jpg" not in form.text
         page = client.get(f"/?token={TOKEN}")
         assert page.status_code == 200 and "photosearch_token" in page.headers["set-cookie"]
         assert client.get("/api/status").status_code == 200  # the cookie now carries it
@@ -178,7 +188,7 @@ def test_binding_beyond_loopback_needs_a_token(built):
     config: Config = built[0]
     for host in ("127.0.0.1", "localhost", "::1"):
         check_binding(config, host)
-    with pytest.raises(ConfigError, match="server.token"):
+    with pytest.raises(ConfigError, match=r"server\.token"):
         check_binding(config, "0.0.0.0")
     with_token = config.model_copy(update={"server": config.server.model_copy(update={"token": TOKEN})})
     check_binding(with_token, "0.0.0.0")
