@@ -1,14 +1,15 @@
 """CLIP embeddings for images and text queries, behind the small ``Embedder`` interface.
 
 torch and transformers are imported lazily (inside functions): importing this module must stay cheap, so the
-CLI starts fast for commands that never touch the model. Images are preprocessed here, not by transformers'
-image processor, which is slow per batch; ``_prepare`` reproduces CLIPImageProcessor step by step.
+CLI starts fast for commands that never touch the model. Images are preprocessed by preprocess.py, not by
+transformers' image processor (slow per batch), in two steps: ``prepare`` (any thread) and the model step.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,10 +21,16 @@ from PIL import Image
 
 from photosearch.config import ModelConfig
 from photosearch.errors import ModelError, ModelNotAvailableError
+from photosearch.precision import Precision, prepare_image_tower, resolve_precision
+from photosearch.preprocess import Preprocess, pixel_batch, prepare
 
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger(__name__)
+# Photos per model call on a GPU when model.batch_size is not set: a GPU is far faster per photo with big
+# batches, and the indexer's decode-ahead window (two batches) keeps it fed. ~40 MB of uint8 input per batch.
+GPU_BATCH_SIZE = 256
 _COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 _SAMPLE_BYTES = 1 << 20
 _SAVED = '(see README, "Offline models")'
@@ -51,7 +58,12 @@ class ModelIdentity:
 
 
 class Embedder(Protocol):
-    """What the indexer and search need from a model; tests fake this, never ClipEmbedder's internals."""
+    """What the indexer and search need from a model; tests fake this, never ClipEmbedder's internals.
+
+    Images go through the model in two steps, so the indexer can run the first in its decode threads:
+    ``prepare`` (CPU work on one image, safe in any thread) and ``embed_prepared`` (the model, on a batch).
+    ``embed_images`` is both in one call, for a caller with a few images at hand.
+    """
 
     @property
     def identity(self) -> ModelIdentity: ...
@@ -59,59 +71,26 @@ class Embedder(Protocol):
     @property
     def preferred_batch_size(self) -> int: ...
 
+    @property
+    def input_side(self) -> int:
+        """The shorter side images are resized to before the crop: decoding below it would lose detail."""
+        ...
+
+    @property
+    def on_cpu(self) -> bool:
+        """Whether the model computes on the CPU (then the indexer pauses decoding while it runs)."""
+        ...
+
+    def prepare(self, image: Image.Image, source_size: tuple[int, int] | None = None) -> np.ndarray:
+        """The model input for one image (HWC uint8). ``source_size``: the photo's full size, when ``image``
+        is a reduced decode of it."""
+        ...
+
+    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray: ...
+
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class _Preprocess:
-    """CLIPImageProcessor's parameters; its class defaults fill keys a preprocessor_config.json leaves out."""
-
-    shortest_edge: int
-    crop: tuple[int, int]  # (width, height), PIL order
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    resample: int
-    rescale_factor: float
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> _Preprocess:
-        size, crop = raw.get("size", 224), raw.get("crop_size", 224)
-        shortest = size if isinstance(size, int) else size.get("shortest_edge")
-        if not isinstance(shortest, int):  # exact (height, width) resizes are not what CLIP checkpoints use
-            raise ValueError(f"unsupported resize setting {size!r}")
-        return cls(
-            shortest_edge=shortest,
-            crop=(crop, crop) if isinstance(crop, int) else (int(crop["width"]), int(crop["height"])),
-            mean=tuple(raw.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
-            std=tuple(raw.get("image_std", (0.26862954, 0.26130258, 0.27577711))),
-            resample=int(raw.get("resample", Image.Resampling.BICUBIC)),
-            rescale_factor=float(raw.get("rescale_factor", 1 / 255)),
-        )
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    # As transformers 5 does: transparency is composited onto white, not dropped (that exposes hidden pixels).
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def _prepare(image: Image.Image, params: _Preprocess) -> np.ndarray:
-    """Resize (shortest edge) and center crop one image exactly as CLIPImageProcessor does; HWC uint8."""
-    image = _to_rgb(image)
-    width, height = image.size
-    short, long = (width, height) if width <= height else (height, width)
-    # transformers truncates the long side (int()), it does not round: matching it keeps the crop identical.
-    # No reducing_gap: it is ~2x faster on big photos but moves pixels by up to 4-15 levels off the reference.
-    new_long = int(params.shortest_edge * long / short)
-    size = (params.shortest_edge, new_long) if width <= height else (new_long, params.shortest_edge)
-    image = image.resize(size, resample=params.resample)
-    # Floor offsets as transformers does; PIL pads black outside the image, as transformers' crop pads zeros.
-    left, top = (size[0] - params.crop[0]) // 2, (size[1] - params.crop[1]) // 2
-    return np.asarray(image.crop((left, top, left + params.crop[0], top + params.crop[1])), dtype=np.uint8)
 
 
 def _unit_rows(output: Any) -> np.ndarray:
@@ -130,11 +109,12 @@ class ClipEmbedder:
         self,
         model: Any,  # a CLIPModel; Any because transformers' annotations are too loose for mypy --strict
         tokenizer: Any,
-        preprocess: _Preprocess,
+        preprocess: Preprocess,
         identity: ModelIdentity,
         *,
         device: torch.device,
         batch_size: int,
+        precision: Precision,
     ) -> None:
         self._model = model
         self._tokenizer = tokenizer
@@ -142,6 +122,7 @@ class ClipEmbedder:
         self._identity = identity
         self._device = device
         self._batch_size = batch_size
+        self._precision = precision
         self._max_text_length = int(model.config.text_config.max_position_embeddings)
 
     @property
@@ -152,10 +133,33 @@ class ClipEmbedder:
     def preferred_batch_size(self) -> int:
         return self._batch_size
 
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+    @property
+    def input_side(self) -> int:
+        return self._preprocess.shortest_edge
+
+    @property
+    def on_cpu(self) -> bool:
+        return self._device.type == "cpu"
+
+    @property
+    def precision(self) -> Precision:
+        """What the image tower runs at, and why (the text tower is always float32)."""
+        return self._precision
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def prepare(self, image: Image.Image, source_size: tuple[int, int] | None = None) -> np.ndarray:
+        return prepare(image, self._preprocess, source_size)
+
+    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         step = self._batch_size  # chunks bound memory whatever the caller passes
-        chunks = [self._embed_image_chunk(images[i : i + step]) for i in range(0, len(images), step)]
+        chunks = [self._embed_pixels(prepared[i : i + step]) for i in range(0, len(prepared), step)]
         return np.concatenate(chunks) if chunks else self._empty()
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.embed_prepared([self.prepare(image) for image in images])
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):  # a str is a Sequence[str]; embedding its characters is never meant
@@ -169,20 +173,15 @@ class ClipEmbedder:
 
     def _pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """The model input for images: what CLIPProcessor's pixel_values would be, as one tensor."""
+        return pixel_batch([self.prepare(image) for image in images], self._preprocess, self._device,
+                           self._precision.dtype)  # fmt: skip
+
+    def _embed_pixels(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
-        batch = torch.from_numpy(np.stack([_prepare(image, self._preprocess) for image in images]))
-        # Ship uint8 to the device (4x less traffic than float32) and normalise there.
-        batch = batch.to(self._device).permute(0, 3, 1, 2).to(torch.float32)
-        mean = torch.tensor(self._preprocess.mean, device=self._device).view(1, -1, 1, 1)
-        std = torch.tensor(self._preprocess.std, device=self._device).view(1, -1, 1, 1)
-        return ((batch * self._preprocess.rescale_factor - mean) / std).to(self._model.dtype)
-
-    def _embed_image_chunk(self, images: Sequence[Image.Image]) -> np.ndarray:
-        import torch
-
+        pixels = pixel_batch(prepared, self._preprocess, self._device, self._precision.dtype)
         with torch.inference_mode():
-            return _unit_rows(self._model.get_image_features(pixel_values=self._pixel_values(images)))
+            return _unit_rows(self._model.get_image_features(pixel_values=pixels))
 
     def _embed_text_chunk(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -198,6 +197,8 @@ class ClipEmbedder:
 
 def load_embedder(config: ModelConfig) -> ClipEmbedder:
     """Load the configured CLIP model; raises ModelNotAvailableError (one actionable line) when it cannot."""
+    device = _device(config)
+    precision = resolve_precision(config.precision, device)  # before the weights: a refused setting fails fast
     folder = Path(config.name).expanduser()
     if folder.is_dir():
         folder = folder.resolve()
@@ -208,16 +209,23 @@ def load_embedder(config: ModelConfig) -> ClipEmbedder:
         snapshot = _resolve(config.name, "config.json", _hub_kwargs(config, local_files_only=True)).parent
         revision = snapshot.name if _COMMIT_HASH.fullmatch(snapshot.name) else _fingerprint(snapshot)
         identity = ModelIdentity(config.name, revision, int(model.config.projection_dim))
-    device = _device(config)
     model = model.to(device).eval()
-    return ClipEmbedder(model, tokenizer, preprocess, identity, device=device, batch_size=config.batch_size)
+    # Only the image tower (and its projection) drops precision: it does nearly all the work when indexing,
+    # while the text tower embeds one short query at a time and stays exact in float32.
+    prepare_image_tower(model, precision)
+    log.info("image model on %s at %s (%s)", device, precision.name, precision.reason)
+    batch_size = config.batch_size
+    if device.type != "cpu" and "batch_size" not in config.model_fields_set:
+        batch_size = GPU_BATCH_SIZE
+    return ClipEmbedder(model, tokenizer, preprocess, identity, device=device, batch_size=batch_size,
+                        precision=precision)  # fmt: skip
 
 
 def _hub_kwargs(config: ModelConfig, *, local_files_only: bool) -> dict[str, Any]:
     return {"revision": config.revision, "cache_dir": config.cache_dir, "local_files_only": local_files_only}
 
 
-def _load_hub(config: ModelConfig) -> tuple[Any, Any, _Preprocess]:
+def _load_hub(config: ModelConfig) -> tuple[Any, Any, Preprocess]:
     from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]  # documented, not in __all__
 
     try:  # "~/clip", "/no/such/dir": a folder that is not there, not something to look up on the Hub
@@ -271,8 +279,9 @@ def _probe_hub(config: ModelConfig, cannot: str) -> None:
 
 def _load_parts(
     source: str, config: ModelConfig, *, hub: bool, local_files_only: bool = True
-) -> tuple[Any, Any, _Preprocess]:
+) -> tuple[Any, Any, Preprocess]:
     """Config, preprocessing, tokenizer, then weights: cheap checks first, so a wrong folder fails fast."""
+    import torch
     from transformers import AutoConfig, AutoTokenizer, CLIPConfig, CLIPModel
 
     kwargs = _hub_kwargs(config, local_files_only=local_files_only) if hub else {"local_files_only": True}
@@ -282,10 +291,10 @@ def _load_parts(
             kind = type(model_config).__name__.removesuffix("Config")
             raise ModelNotAvailableError(f"model {config.name!r} is a {kind} model, not CLIP: {_HINT}")
         raw = json.loads(_resolve(source, "preprocessor_config.json", kwargs).read_text(encoding="utf-8"))
-        preprocess = _Preprocess.from_dict(raw)
+        preprocess = Preprocess.from_dict(raw)
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         loaded: Any = CLIPModel.from_pretrained(
-            source, config=model_config, dtype=_dtype(config), output_loading_info=True, **kwargs
+            source, config=model_config, dtype=torch.float32, output_loading_info=True, **kwargs
         )
         model, info = loaded
     except _LOAD_ERRORS as exc:
@@ -310,12 +319,6 @@ def _resolve(source: str, filename: str, kwargs: dict[str, Any]) -> Path:
     if path is None:
         raise FileNotFoundError(filename)
     return Path(path)
-
-
-def _dtype(config: ModelConfig) -> torch.dtype:
-    import torch
-
-    return torch.float32  # the one place a precision setting (fp16/bf16) will plug in
 
 
 def _device(config: ModelConfig) -> torch.device:

@@ -28,7 +28,8 @@ from photosearch.indexer import Indexer, IndexReport, Progress
 from photosearch.locking import WriterLock
 from photosearch.planner import Scope, root_available
 from photosearch.schema import PhotoStatus
-from photosearch.search import Searcher, SearchResult, folder_where
+from photosearch.search import Searcher, SearchResult, TextEmbedder, folder_where
+from photosearch.textencoder import load_text_encoder
 from photosearch.vectorstore import VectorStore
 from photosearch.workqueue import WorkQueue
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 EmbedderFactory = Callable[[ModelConfig], Embedder]
+TextEncoderFactory = Callable[[ModelConfig], TextEmbedder | None]  # None: this model needs the full Embedder
 StopCheck = Callable[[], bool]
 
 
@@ -44,10 +46,6 @@ def _never() -> bool:
 
 
 MODEL_KEY = "model"
-# JPEGs are decoded at a reduced scale (DCT scaling) whose shorter side stays >= this: twice the 224 px
-# CLIP input, so the final resize still has real pixels to average. It cuts decode time and memory several
-# fold on camera photos.
-DECODE_MIN_SIDE = 448
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,7 @@ class LibraryStatus:
             "failed": self.failed,
             "model": self.model,
             "configured_model": self.configured_model,
+            "model_matches": self.model is None or self.model.startswith(self.configured_model + " "),
             "data_dir": str(self.data_dir),
             "catalog_bytes": self.catalog_bytes,
             "vectors_bytes": self.vectors_bytes,
@@ -91,11 +90,19 @@ def _tree_size(path: Path) -> int:
 
 
 class Library:
-    def __init__(self, config: Config, catalog: Catalog, embedder_factory: EmbedderFactory) -> None:
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        embedder_factory: EmbedderFactory,
+        text_encoder_factory: TextEncoderFactory | None = None,
+    ) -> None:
         self.config = config
         self.catalog = catalog
         self._embedder_factory = embedder_factory
+        self._text_encoder_factory = text_encoder_factory
         self._embedder_instance: Embedder | None = None
+        self._text_instance: TextEmbedder | None = None
         self._store_instance: VectorStore | None = None
         self._writer: WriterLock | None = None
         self._init_lock = threading.RLock()
@@ -104,10 +111,14 @@ class Library:
     def open(cls, config: Config, *, embedder_factory: EmbedderFactory | None = None) -> Library:
         """Open (creating if needed) the library whose data lives in config.data_dir.
 
-        embedder_factory replaces the CLIP loader: any object following the Embedder protocol will do.
+        embedder_factory replaces the CLIP loader: any object following the Embedder protocol will do. Without
+        one, text queries use the numpy text encoder (textencoder.py) when the model allows, so a search never
+        imports torch; with one, text queries go through the given Embedder too.
         """
         catalog = Catalog.open(config.catalog_path)
-        return cls(config, catalog, embedder_factory or load_embedder)
+        if embedder_factory is not None:
+            return cls(config, catalog, embedder_factory)
+        return cls(config, catalog, load_embedder, load_text_encoder)
 
     def close(self) -> None:
         self.catalog.close()
@@ -144,6 +155,28 @@ class Library:
                 raise _mismatch(stored.describe(), embedder.identity.describe())
             self._embedder_instance = embedder
         return self._embedder_instance
+
+    def text_embedder(self) -> TextEmbedder:
+        """What encodes text queries, loaded once: the numpy text tower when it covers the model, else the model.
+
+        Held to the same identity check as embedder(): a different model is refused, not searched.
+        """
+        with self._init_lock:
+            if self._text_instance is None:
+                self._text_instance = self._load_text_embedder()
+            return self._text_instance
+
+    def _load_text_embedder(self) -> TextEmbedder:
+        self._check_model_name()
+        encoder = self._text_encoder_factory(self.config.model) if self._text_encoder_factory else None
+        if encoder is None:
+            return self._load_embedder()
+        stored = self.stored_model()
+        if stored is None:
+            self._record_model(encoder.identity)
+        elif stored != encoder.identity:
+            raise _mismatch(stored.describe(), encoder.identity.describe())
+        return encoder
 
     def _record_model(self, identity: ModelIdentity) -> None:
         fields = {"name": identity.name, "revision": identity.revision, "dim": identity.dim}
@@ -221,7 +254,8 @@ class Library:
             return self._indexer().run(self.roots(), scope=scope, should_stop=should_stop, settle=settle)
 
     def _indexer(self) -> Indexer:
-        return Indexer(self.config, self.catalog, self.store(), self.embedder, min_side=DECODE_MIN_SIDE)
+        # JPEGs decode at a reduced scale down to the model's input side (see Indexer.examine).
+        return Indexer(self.config, self.catalog, self.store(), self.embedder)
 
     def reindex(self, progress: Progress | None = None) -> IndexReport:
         """Rebuild every vector with the configured model (after changing model.name, say)."""
@@ -234,15 +268,15 @@ class Library:
         # since the new model's (empty) collection disagrees with the indexed count and triggers reconcile.
         self._record_model(embedder.identity)
         self.catalog.reset_all_to_pending()
-        self._embedder_instance, self._store_instance = embedder, None
+        self._embedder_instance, self._store_instance, self._text_instance = embedder, None, None
         return self.index(progress=progress)
 
     # -- queries ---------------------------------------------------------------------------------------
     def _searcher(self) -> Searcher:
-        return Searcher(self.catalog, self.store(), self.embedder)
+        return Searcher(self.catalog, self.store(), self.text_embedder)
 
     def search(self, query: str, k: int | None = None, folder: Path | None = None) -> list[SearchResult]:
-        where = folder_where(self.roots(), folder)
+        where = None if folder is None else folder_where(self.roots(), folder)  # no catalog read when unfiltered
         return self._searcher().by_text(query, k or self.config.search.default_k, where)
 
     def similar(self, photo: Path, k: int | None = None, folder: Path | None = None) -> list[SearchResult]:

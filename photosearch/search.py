@@ -10,12 +10,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from photosearch.catalog import Catalog, PhotoRecord, RootInfo
-from photosearch.embedder import Embedder
+from photosearch.embedder import ModelIdentity
 from photosearch.errors import InvalidQueryError
 from photosearch.schema import PhotoStatus
 from photosearch.vectorstore import VectorStore, folder_filter
@@ -60,8 +60,17 @@ def _check_k(k: int) -> None:
         raise InvalidQueryError(f"k must be between 1 and {MAX_K}, got {k}")
 
 
+class TextEmbedder(Protocol):
+    """What a text query needs: any Embedder, or the numpy text encoder (textencoder.py)."""
+
+    @property
+    def identity(self) -> ModelIdentity: ...
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
 class Searcher:
-    def __init__(self, catalog: Catalog, store: VectorStore, embedder: Callable[[], Embedder]) -> None:
+    def __init__(self, catalog: Catalog, store: VectorStore, embedder: Callable[[], TextEmbedder]) -> None:
         self._catalog = catalog
         self._store = store
         self._embedder = embedder

@@ -73,8 +73,10 @@ def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
         async def lifespan(_app: Any) -> Any:
             if thread is not None:
                 thread.start()
-            # Load the model now rather than on the first query, so a search never waits for it.
-            threading.Thread(target=_logged, args=(library.embedder,), name="warm-up", daemon=True).start()
+            # Load the models now rather than on the first query, so a search never waits for them: the text
+            # encoder first (a fraction of a second), then the full model (for image queries and indexing).
+            for step in (library.text_embedder, library.embedder):
+                threading.Thread(target=_logged, args=(step,), name="warm-up", daemon=True).start()
             yield
             stop.set()
             if thread is not None:

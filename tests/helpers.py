@@ -49,12 +49,31 @@ class CountingEmbedder:
     def preferred_batch_size(self) -> int:
         return self.inner.preferred_batch_size
 
+    @property
+    def input_side(self) -> int:
+        return self.inner.input_side
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.inner.on_cpu
+
+    def prepare(self, image: Image.Image, source_size: tuple[int, int] | None = None) -> np.ndarray:
+        return self.inner.prepare(image, source_size)  # CPU work in the decode threads: no model call yet
+
+    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        self._count(len(prepared))
+        return self.inner.embed_prepared(prepared)
+
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        self._count(len(images))
+        return self.inner.embed_images(images)
+
+    def _count(self, images: int) -> None:
+        """Every path to the model passes here once (the inner embedder's own calls are not seen)."""
         if self.fail_after_batches is not None and self.image_calls >= self.fail_after_batches:
             raise KeyboardInterrupt  # what Ctrl-C does in the middle of a run
         self.image_calls += 1
-        self.images += len(images)
-        return self.inner.embed_images(images)
+        self.images += images
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         self.text_calls += 1

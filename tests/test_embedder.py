@@ -18,6 +18,7 @@ from transformers import CLIPModel, CLIPProcessor
 from photosearch.config import ModelConfig
 from photosearch.embedder import ClipEmbedder, ModelIdentity, load_embedder
 from photosearch.errors import ModelNotAvailableError
+from photosearch.imaging import decode_photo
 
 REPO = Path(__file__).resolve().parent.parent
 # Different sizes and aspects: smaller than the crop (upscaled), portrait, landscape, big, extreme strips.
@@ -51,8 +52,9 @@ def photos(exif_samples: Path) -> list[Image.Image]:
 
 @pytest.fixture(scope="module")
 def embedder(tiny_model_dir: Path) -> ClipEmbedder:
-    # batch_size 3 so that every multi-image call below goes through several chunks.
-    return load_embedder(ModelConfig(name=str(tiny_model_dir), device="cpu", batch_size=3))
+    # batch_size 3 so that every multi-image call below goes through several chunks. fp32: these tests hold the
+    # model path to transformers' reference exactly; reduced precisions are tested in test_precision.py.
+    return load_embedder(ModelConfig(name=str(tiny_model_dir), device="cpu", batch_size=3, precision="fp32"))
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +241,36 @@ def test_import_does_not_load_torch_or_transformers():
     code = "import sys, photosearch.embedder; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "name", ["jpg/tests/11-tests.jpg", "jpg/tests/35-empty.jpg", "jpg/hdr/canon_hdr_NO.jpg", "jpg/mobile/jolla.jpg"]
+)
+def test_a_reduced_decode_prepares_close_to_the_full_photo(embedder, reference, exif_samples, name):
+    """The indexer decodes JPEGs at 1/2-1/8 scale; given the full size, prepare() maps exactly the photo's area.
+    Sizes not divisible by the scale (1136x775, 2164x1626) are the case the full size is needed for."""
+    processor, _ = reference
+    data = (exif_samples / name).read_bytes()
+    full = decode_photo(data, name=name, max_pixels=10**9).image
+    reduced = decode_photo(data, name=name, max_pixels=10**9, min_side=336)
+    assert min(reduced.image.size) < min(full.size)  # really a reduced decode
+    expected = processor(images=[full], return_tensors="pt")["pixel_values"][0].numpy()
+    mean = np.array(processor.image_processor.image_mean, dtype=np.float32)[:, None, None]
+    std = np.array(processor.image_processor.image_std, dtype=np.float32)[:, None, None]
+    expected_levels = (expected * std + mean) * 255
+    source_size = (reduced.facts.width, reduced.facts.height)
+    assert source_size == full.size
+    ours = embedder.prepare(reduced.image, source_size).transpose(2, 0, 1).astype(np.float32)
+    assert np.abs(ours - expected_levels).mean() < 1.5  # 8-bit levels
+    plain = embedder.prepare(reduced.image).transpose(2, 0, 1).astype(np.float32)
+    assert np.abs(ours - expected_levels).mean() <= np.abs(plain - expected_levels).mean() + 0.01
+
+
+def test_source_size_is_ignored_unless_the_image_is_a_reduced_decode_of_it():
+    from photosearch.preprocess import _reduced_area
+
+    assert _reduced_area((568, 388), (1136, 775)) == (0.0, 0.0, 568.0, 387.5)
+    assert _reduced_area((500, 375), (4000, 3000)) == (0.0, 0.0, 500.0, 375.0)
+    assert _reduced_area((640, 480), (640, 480)) is None  # full size
+    assert _reduced_area((300, 200), (1000, 700)) is None  # not a 1/2, 1/4 or 1/8 decode of it
+    assert _reduced_area((500, 375), None) is None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
-from helpers import Counted, assert_stores_agree, make_config, make_photo
+from helpers import Counted, CountingEmbedder, assert_stores_agree, make_config, make_photo
 
+from photosearch import indexer
 from photosearch.errors import LibraryRootError
 from photosearch.library import Library
 
@@ -186,3 +188,56 @@ def test_an_empty_root_is_treated_as_unmounted_not_as_everything_deleted(library
     assert report.missing_roots == [lib_dir.resolve()] and report.removed == 0
     assert len(assert_stores_agree(library)) == 9
     assert library.status().missing_roots == [lib_dir.resolve()]
+
+
+class _Watching(CountingEmbedder):
+    """Counts the decodes that start while the model computes; pretends the model is on a CPU or a GPU."""
+
+    def __init__(self, inner, on_cpu: bool, decodes: list[int]) -> None:
+        super().__init__(inner)
+        self._on_cpu, self._decodes, self.started_during = on_cpu, decodes, []
+
+    @property
+    def on_cpu(self) -> bool:
+        return self._on_cpu
+
+    def embed_prepared(self, prepared):
+        before = len(self._decodes)
+        time.sleep(0.3)  # a slow model: time for decode threads to start more photos, if they may
+        self.started_during.append(len(self._decodes) - before)
+        return super().embed_prepared(prepared)
+
+
+@pytest.mark.parametrize("on_cpu", [True, False])
+def test_decoding_pauses_while_a_cpu_model_computes(tmp_path, tiny_model_dir, monkeypatch, on_cpu):
+    """With a CPU model, decode threads and the model take turns (overlapping them is slower on the same cores);
+    with a GPU model they overlap. Only photos whose decode was already under way may start during a batch."""
+    decodes: list[int] = []
+    real_decode = indexer.decode_photo
+
+    def counting_decode(*args, **kwargs):
+        decodes.append(1)
+        time.sleep(0.02)  # as slow as a camera photo, so the decode-ahead window is never done early
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(indexer, "decode_photo", counting_decode)
+    monkeypatch.setattr(indexer, "_decode_workers", lambda: 2)
+    for i in range(24):
+        make_photo(tmp_path / "lib" / f"p{i}.jpg", seed=100 + i)
+    counted = Counted()
+    watching: list[_Watching] = []
+
+    def factory(config):
+        inner = counted(config).inner
+        watching.append(_Watching(inner, on_cpu, decodes))
+        return watching[-1]
+
+    with Library.open(make_config(tmp_path / "data", tiny_model_dir), embedder_factory=factory) as library:
+        report = library.index([tmp_path / "lib"])
+    assert report.embedded == 24 and len(decodes) == 24
+    during = watching[-1].started_during
+    assert len(during) == 6  # batches of 4
+    if on_cpu:
+        assert max(during) <= 2, during  # at most one photo per decode thread, already past the gate
+    else:
+        assert max(during) > 2, during  # the decode-ahead window keeps filling meanwhile

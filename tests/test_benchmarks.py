@@ -1,0 +1,51 @@
+"""The benchmarks still run: each one's --smoke mode end to end (no timing is asserted, only that it works)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg-config")  # no user config file
+    return env
+
+
+def test_bench_query_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_query.py", "--smoke"],
+        cwd=REPO, capture_output=True, text=True, env=_clean_env(tmp_path), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    summary = json.loads(next(line for line in lines if line.startswith("RESULT "))[len("RESULT ") :])
+    for key in ("p50_ms", "p95_ms", "encode_p50_ms", "hnsw_p50_ms", "catalog_p50_ms", "cold_search_s"):
+        assert summary[key] > 0, key
+    assert 0.9 <= summary["recall@10"] <= 1.0  # 2,000 vectors: HNSW is all but exact
+    assert summary["text_encoder_min_cosine"] >= 0.9999
+    assert summary["torch_imported_by_search"] is False
+    assert any(line.startswith("| ") and "bench_query.py --smoke" in line for line in lines)  # the RESULTS.md row
+
+
+def test_bench_index_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_index.py", "--smoke"],
+        cwd=REPO, capture_output=True, text=True, env=_clean_env(tmp_path), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    summary = json.loads(next(line for line in lines if line.startswith("RESULT "))[len("RESULT ") :])
+    for key in ("a_photos_per_s", "b_photos_per_s", "c_photos_per_s", "b_over_a", "b_over_c", "peak_rss_mb"):
+        assert summary[key] > 0, key
+    for key in ("cos_mean", "cos_min", "centred_cos_mean", "centred_cos_min", "baseline_other_photos"):
+        assert -1.0001 <= summary[key] <= 1.0001, key
+    assert summary["cos_min"] <= summary["cos_mean"]
+    assert summary["precision"] in ("fp32", "bf16")  # what auto resolves to on a CPU
+    assert summary["photos"] == 8 and summary["reference_photos"] == 4
+    assert any(line.startswith("| ") and "bench_index.py --smoke" in line for line in lines)  # the RESULTS.md row
