@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -45,6 +44,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from camera_photos import camera_photos  # noqa: E402
+from machine import cpu_model  # noqa: E402
 
 REPO = HERE.parent
 SHARED = REPO.parent / "shared"
@@ -237,16 +237,6 @@ def fidelity(stored: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     return {"cos_mean": float(cosines.mean()), "cos_min": float(cosines.min()),
             "baseline_other_photos": float(off_diagonal.mean()) if len(off_diagonal) else float("nan"),
             "centred_cos_mean": float(centred.mean()), "centred_cos_min": float(centred.min())}  # fmt: skip
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent
 CLIP_FILES = REPO.parent / "shared" / "clip-tokenizer"
@@ -295,16 +295,6 @@ def cold_search(index: Path, model: Path, text: str, runs: int) -> tuple[float, 
         walls.append(run["wall"])
         peaks.append(run["rss_kb"] / 1024)
     return float(np.median(walls)), max(peaks)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
