@@ -175,7 +175,9 @@ def create_app(
         return info.to_dict() | (await run_in_threadpool(status_extra) if status_extra else {})
 
     @app.get("/api/lookup", summary="The catalog id of a path (compared with the catalog, never opened)")
-    async def lookup(path: Annotated[str, Query(min_length=1, max_length=4096)]) -> dict[str, Any]:
+    async def lookup(
+        path: Annotated[str, Query(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")],
+    ) -> dict[str, Any]:
         record = await run_in_threadpool(library.catalog.by_path, Path(path))
         if record is None:
             raise HTTPException(404, "that path is not in the catalog")

@@ -46,7 +46,10 @@ class SearchResult:
 
 def resolve_folder(roots: Sequence[RootInfo], folder: Path) -> tuple[int, str]:
     """Map a folder path (absolute, or relative to the current directory) to (root id, path inside root)."""
-    target = folder.expanduser().resolve()
+    try:
+        target = folder.expanduser().resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # NUL bytes, unknown ~user, symlink loops
+        raise InvalidQueryError(f"{str(folder)!r} is not a usable folder path: {exc}") from None
     for root in sorted(roots, key=lambda r: len(str(r.path)), reverse=True):
         root_path = root.path.resolve()
         if target == root_path or root_path in target.parents:

@@ -1,7 +1,8 @@
 """Schemathesis against the OpenAPI schema of the real app (real SQLite, Chroma, tiny CLIP): no input gives a 500.
 
-Bounded: a fixed number of generated cases per operation, no time-based stop, so the run is the same size
-on every machine.
+Bounded and deterministic: a fixed number of generated cases per operation (derandomized, so CI runs the same
+cases every time; run with a different seed locally to explore more), no time-based stop. What it found so far
+is pinned in test_http.py: a photo id of 2**63 and a NUL byte in a folder were both 500s.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def test_no_input_gives_a_server_error(app_schema):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+        )
         def fuzz(case):
             case.call_and_validate(checks=[not_a_server_error])
 
