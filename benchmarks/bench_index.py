@@ -44,35 +44,16 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from camera_photos import camera_photos  # noqa: E402
-from machine import cpu_model  # noqa: E402
+from machine import cpu_model, save_random_clip  # noqa: E402
 
 REPO = HERE.parent
 SHARED = REPO.parent / "shared"
-CLIP_FILES = SHARED / "clip-tokenizer"
 SAMPLES = SHARED / "testdata" / "exif-samples"
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "preprocessor_config.json")  # fmt: skip
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
 
 
 def make_model(folder: Path, tiny: bool) -> Path:
-    if (folder / "model.safetensors").is_file():
-        return folder
-    import torch
-    from transformers import CLIPConfig, CLIPModel
-
-    config = CLIPConfig.from_json_file(str(CLIP_FILES / "config.json"))
-    if tiny:
-        text, vision = config.text_config.to_dict() | TINY, config.vision_config.to_dict() | TINY
-        config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
-    torch.manual_seed(0)
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    CLIPModel(config).save_pretrained(staging)
-    for name in TOKENIZER_FILES:
-        shutil.copy(CLIP_FILES / name, staging / name)
-    staging.rename(folder)
-    return folder
+    return save_random_clip(folder, TINY if tiny else None, projection_dim=16)
 
 
 def photos_for_run(args: argparse.Namespace) -> list[Path]:

@@ -37,12 +37,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_model
+from machine import cpu_model, save_random_clip  # benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
-CLIP_FILES = REPO.parent / "shared" / "clip-tokenizer"
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "preprocessor_config.json")  # fmt: skip
 GENERATOR_VERSION = 2  # bump when make_vectors changes, so cached indexes are rebuilt
 
 SUBJECTS = ["a dog", "two cats", "a child", "an old man", "a red car", "a bicycle", "a birthday cake", "a sailboat",
@@ -64,24 +61,13 @@ def query_texts(count: int) -> list[str]:
 # -- the model (worker process: the only place torch and transformers are imported) ------------------------------
 def model_worker(folder: Path, tiny: bool, texts: list[str]) -> None:
     import torch
-    from transformers import CLIPConfig, CLIPModel
+    from transformers import CLIPModel
 
     from photosearch.config import ModelConfig
     from photosearch.textencoder import load_text_encoder
 
-    if not (folder / "model.safetensors").is_file():
-        config = CLIPConfig.from_json_file(str(CLIP_FILES / "config.json"))
-        if tiny:
-            small = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
-            text, vision = config.text_config.to_dict() | small, config.vision_config.to_dict() | small
-            config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
-        torch.manual_seed(0)
-        staging = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        CLIPModel(config).save_pretrained(staging)
-        for name in TOKENIZER_FILES:
-            shutil.copy(CLIP_FILES / name, staging / name)
-        staging.rename(folder)
+    small = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
+    save_random_clip(folder, small if tiny else None, projection_dim=64)
     model = CLIPModel.from_pretrained(str(folder)).eval()
     from transformers import AutoTokenizer
 
