@@ -1,3 +1,3 @@
-from photosearch.cli import main
+from photosearch.cli import run
 
-main()
+run()

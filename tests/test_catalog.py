@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
-from photosearch.catalog import Catalog, migrations_dir
+from photosearch.catalog import SCHEMA_HEAD, Catalog, migrations_dir
 from photosearch.errors import CatalogTooNewError
 from photosearch.schema import Base, PhotoStatus
 
@@ -34,6 +34,11 @@ def _schema_diff(db: Path) -> list:
     engine = create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         return compare_metadata(MigrationContext.configure(conn), Base.metadata)
+
+
+def test_schema_head_constant_is_alembics_head():
+    # Catalog.open skips Alembic when the catalog is at SCHEMA_HEAD: a new migration must move it too.
+    assert ScriptDirectory.from_config(_alembic(None)).get_current_head() == SCHEMA_HEAD == _revisions()[-1]
 
 
 def test_blank_catalog_is_migrated_to_head_and_matches_the_orm(tmp_path):

@@ -214,13 +214,13 @@ def test_same_folder_with_other_weights_is_refused(indexed_dir, tiny_model_dir_b
         library.search("a cat")
 
 
-def test_cli_search_imports_neither_torch_nor_transformers(indexed_dir, tmp_path):
+def test_cli_search_imports_neither_torch_nor_transformers_nor_alembic(indexed_dir, tmp_path):
     data, model = indexed_dir
     code = (
         "import sys\n"
         "from photosearch.cli import main\n"
         f"main(['--data-dir', {str(data)!r}, '--model', {str(model)!r}, 'search', 'a dog', '-k', '3', '--json'])\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'alembic')))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg-config")
