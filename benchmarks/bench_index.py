@@ -19,6 +19,9 @@ speed does not depend on the weights' values. The same saved weights serve all t
       rate including the model load is printed too.
   (c) the model alone: get_image_features on ready pixel tensors (batches of the batch size photosearch uses),
       at the precision photosearch chose, in the image tower photosearch loaded.
+  (d) the indexer's work before the model alone (read, hash, reduced decode, prepare), in the indexer's decode
+      threads. On a CPU the model and the decoding share the same cores, so no pipeline beats the bound
+      1 / (1/c + 1/d) photos/s; b/bound says how close photosearch comes to it.
 
 Fidelity: the vectors photosearch stored (read back from Chroma) against (a)'s vectors of the same photos.
 Random weights make every photo look alike to the model (different photos have cosines near 0.9), so the
@@ -194,6 +197,29 @@ def model_alone(args: argparse.Namespace, embedder, photos: list[Path]) -> float
     return rounds * batch / elapsed
 
 
+def decode_alone(embedder, photos: list[Path]) -> float:
+    """Photos/s of the indexer's CPU work before the model (read, hash, reduced decode, prepare) on all cores.
+
+    The same calls as Indexer.examine, in as many threads as it uses. With the model (c) it bounds (b): both
+    take every core in turn, so a photo costs at least 1/c + 1/d seconds of the machine."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from photosearch.indexer import _decode_workers
+
+    def one(path: Path) -> None:
+        hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+        fast_path_input(embedder, path)
+
+    sample = photos[: max(8, min(len(photos), 160))]
+    with ThreadPoolExecutor(_decode_workers()) as pool:
+        list(pool.map(one, sample[:4]))  # warm-up
+        start = time.perf_counter()
+        list(pool.map(one, sample))
+        elapsed = time.perf_counter() - start
+    return len(sample) / elapsed
+
+
 def pixel_error(embedder, paths: list[Path], reference_pixels: list[np.ndarray]) -> tuple[float, float]:
     """Mean and 99.9th percentile |difference|, in 8-bit levels, of photosearch's model input vs the processor's."""
     params = embedder._preprocess
@@ -271,6 +297,10 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     precision, batch = embedder.precision.name, embedder.preferred_batch_size
     c_rate = model_alone(args, embedder, photos)
     print(f"(c) model alone, {precision}, batches of {batch}: {c_rate:.1f} photos/s", flush=True)
+    d_rate = decode_alone(embedder, photos)
+    bound = 1 / (1 / c_rate + 1 / d_rate)
+    print(f"(d) read + hash + decode + prepare alone, all cores: {d_rate:.1f} photos/s; with (c) they allow at most "
+          f"{bound:.1f} photos/s", flush=True)  # fmt: skip
     b = run_photosearch(args, model, folder, scratch / "data")
     if b["embedded"] != len(photos) or b["failed"]:
         sys.exit(f"photosearch embedded {b['embedded']} of {len(photos)} photos ({b['failed']} failed)")
@@ -289,6 +319,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         "photos": len(photos), "reference_photos": len(run_paths), "photo_mb": megabytes,
         "a_photos_per_s": a_rate, "b_photos_per_s": b_rate, "b_with_load_photos_per_s": b_total,
         "c_photos_per_s": c_rate, "b_over_a": b_rate / a_rate, "b_over_c": b_rate / c_rate,
+        "d_photos_per_s": d_rate, "bound_photos_per_s": bound, "b_over_bound": b_rate / bound,
         "peak_rss_mb": b["peak_rss_mb"], "precision": precision, "batch_size": batch,
         **fid, "pixel_diff_mean_levels": pix_mean, "pixel_diff_p99.9_levels": pix_p999,
         "torch_threads_default": _torch_threads(),
@@ -298,13 +329,14 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         print(f"{key:28s} {value:.4f}" if isinstance(value, float) else f"{key:28s} {value}")
     command = ("flock /tmp/photosearch-bench.lock python benchmarks/bench_index.py " + " ".join(sys.argv[1:])).strip()
     print(
-        "\n| date | machine | photos | (a) per-image loop | (b) photosearch | (c) model alone | b/a | b/c "
-        "| peak RSS (b) | cosine mean / min | precision | command |"
+        "\n| date | machine | photos | (a) per-image loop | (b) photosearch | (c) model alone | (d) decode alone "
+        "| bound | b/a | b/c | b/bound | peak RSS (b) | cosine mean / min | precision | command |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print(f"| {datetime.now():%Y-%m-%d} | {cpu_model()}, {os.cpu_count()} cores | {len(photos)} x "
           f"{megabytes:.1f} MB JPEG (a: {len(run_paths)}) | {a_rate:.2f}/s | {b_rate:.1f}/s | {c_rate:.1f}/s "
-          f"| {b_rate / a_rate:.1f}x | {b_rate / c_rate:.0%} | {float(b['peak_rss_mb']):.0f} MB "
+          f"| {d_rate:.1f}/s | {bound:.1f}/s | {b_rate / a_rate:.1f}x | {b_rate / c_rate:.0%} | {b_rate / bound:.0%} "
+          f"| {float(b['peak_rss_mb']):.0f} MB "
           f"| {fid['cos_mean']:.4f} / {fid['cos_min']:.4f} | {precision} | `{command}` |")  # fmt: skip
     print("RESULT " + json.dumps(result))
 
