@@ -24,8 +24,9 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -197,13 +198,10 @@ class Indexer:
             self._store.delete([photo_id])
 
     # -- the per-file worker (runs in threads) ---------------------------------------------------------
-    def examine(self, work: Work, moved_hashes: frozenset[str], gate: threading.Event | None = None) -> Outcome:
+    def examine(self, work: Work, moved_hashes: frozenset[str]) -> Outcome:
         """Read and hash a file; decode and prepare it only when no existing vector can be reused for its bytes.
 
-        All but the catalog lookup releases the GIL. The first photo to decode loads the model (once, locked).
-        ``gate``, when given, is waited for first: the run closes it while a CPU model computes."""
-        if gate is not None:
-            gate.wait()
+        All but the catalog lookup releases the GIL. The first photo to decode loads the model (once, locked)."""
         try:
             data = work.file.path.read_bytes()
         except FileNotFoundError:
@@ -241,6 +239,37 @@ def _decode_workers() -> int:
     return max(1, min(32, cpus))
 
 
+class _Gate:
+    """Lets the decode threads and a CPU model take turns: ``pause()`` returns once no decode is under way."""
+
+    def __init__(self) -> None:
+        self._state = threading.Condition()
+        self._paused = False
+        self._active = 0
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        with self._state:
+            self._state.wait_for(lambda: not self._paused)
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self._active -= 1
+                self._state.notify_all()
+
+    def pause(self) -> None:
+        with self._state:
+            self._paused = True
+            self._state.wait_for(lambda: self._active == 0)
+
+    def resume(self) -> None:
+        with self._state:
+            self._paused = False
+            self._state.notify_all()
+
+
 class _Run:
     """One pass over the planned work: a bounded decode-ahead window feeding batches to the model.
 
@@ -249,7 +278,9 @@ class _Run:
     decoding pauses while a batch runs through the model (``gate``), and the model gets every core. Overlapped
     on the same cores, the model's threads wait for each other at every parallel step, so one of them losing
     its core to a decode thread stalls all. On 2 cores (12 MP JPEGs, ViT-B/32 bf16): 34 photos/s taking turns,
-    27.5 overlapped, 22-31 overlapped with the model on one thread; decoding + model alone allow 37.
+    27.5 overlapped, 22-31 overlapped with the model on one thread; decoding + model alone allow 37. The model
+    starts only once the photos already being decoded are done (a 12 MP decode takes ~30 ms): started beside
+    them, it ran ~10% slower over a whole run (benchmarks/bench_index.py, b against its bound).
     """
 
     def __init__(
@@ -270,8 +301,7 @@ class _Run:
         self.embedded_now: dict[str, int] = {}  # digest -> photo id embedded during this run
         self.batch_size = indexer._config.model.batch_size  # the embedder's own, once it is loaded
         self.progress: Progress = _NoProgress()
-        self.gate = threading.Event()  # open: decode threads may run
-        self.gate.set()
+        self.gate = _Gate()
 
     def process(self, work: list[Work], progress: Progress) -> None:
         self.progress = progress
@@ -286,7 +316,7 @@ class _Run:
                     if self.should_stop():
                         self._flush()
                         raise IndexCancelled
-                    window.append(pool.submit(self.ix.examine, item, moved_hashes, self.gate))
+                    window.append(pool.submit(self._examine, item, moved_hashes))
                     if len(window) >= 2 * self.batch_size:
                         self._handle(window.popleft().result())
                 while window:
@@ -297,6 +327,10 @@ class _Run:
                     future.cancel()
                 raise
         self._remove_missing()
+
+    def _examine(self, work: Work, moved_hashes: frozenset[str]) -> Outcome:
+        with self.gate.working():
+            return self.ix.examine(work, moved_hashes)
 
     def _handle(self, outcome: Outcome) -> None:
         work = outcome.work
@@ -388,11 +422,11 @@ class _Run:
         ids = self.catalog.upsert_files(rows)
         embedder = self.ix._get_embedder()
         if embedder.on_cpu:
-            self.gate.clear()  # decode threads finish the photo in hand, then wait: the model gets every core
+            self.gate.pause()  # decode threads finish the photo in hand, then wait: the model gets every core
         try:
             vectors = embedder.embed_prepared([o.pixels for o in batch if o.pixels is not None])
         finally:
-            self.gate.set()
+            self.gate.resume()
         self.store.upsert(ids, vectors, metas)
         self.catalog.set_indexed(ids)
         for outcome, photo_id in zip(batch, ids, strict=True):

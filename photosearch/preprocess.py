@@ -102,10 +102,12 @@ def pixel_batch(
     """The model input for prepared images: what CLIPProcessor's pixel_values would be, as one NCHW tensor."""
     import torch
 
-    batch = torch.from_numpy(np.stack(prepared))
-    # Ship uint8 to the device (4x less traffic than float32) and normalise there, in float32: the cast to a
-    # lower precision comes last, so bf16/fp16 round the normalised values once, as the reference would.
-    batch = batch.to(device).permute(0, 3, 1, 2).to(torch.float32)
-    mean = torch.tensor(params.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(params.std, device=device).view(1, -1, 1, 1)
-    return ((batch * params.rescale_factor - mean) / std).to(dtype)
+    batch = torch.from_numpy(np.stack(prepared)).to(device)  # uint8 NHWC: 4x less traffic than float32
+    # Normalised in NHWC order, where the arithmetic runs over contiguous memory (~6x faster than on the NCHW
+    # view), in float32, in place (fresh 20 MB tensors cost more than the arithmetic), with the mean and 1/std
+    # folded into one multiply and one subtraction. The cast to a lower precision comes last, so bf16/fp16 round
+    # the normalised values once, as the reference would. The model gets an NCHW view of it (channels-last
+    # strides), which its patch convolution takes as it is.
+    std = torch.tensor(params.std, device=device)
+    scale, shift = params.rescale_factor / std, torch.tensor(params.mean, device=device) / std
+    return batch.to(torch.float32).mul_(scale).sub_(shift).to(dtype).permute(0, 3, 1, 2)
