@@ -1,8 +1,8 @@
 """CLIP's text tower as an ONNX graph, for ONNX Runtime: the structure here, the weights passed in by name.
 
 Why ONNX Runtime: a query is one short sequence, so the tower is memory-bound matrix-vector work over ~150 MB of
-float32 weights, and ONNX Runtime's prepacked GEMMs run it about twice as fast as numpy's BLAS calls (measured on
-2 cores: benchmarks/bench_query.py). It is already installed (chromadb depends on it) and imports in ~0.15 s.
+float32 weights, and ONNX Runtime's prepacked GEMMs run it 1.8x as fast as numpy's BLAS calls (side by side on
+2 cores; benchmarks/RESULTS.md). It is already installed (chromadb depends on it) and imports in ~0.15 s.
 
 Why the protobuf is written here: the ``onnx`` package's graph helpers import ml_dtypes, which alone costs
 0.3-0.7 s, too much for a cold ``photosearch search``. The graph needs only a small, frozen part of the ONNX
@@ -27,7 +27,7 @@ _ATTR_FLOAT, _ATTR_INT, _ATTR_INTS = 1, 2, 7  # AttributeProto.AttributeType
 IR_VERSION, OPSET = 8, 18
 
 
-# -- protobuf wire format (varints and length-delimited fields are all the ONNX subset needs) -----------------
+# -- protobuf wire format: varints, length-delimited fields and one fixed32 (a float attribute) -----------------
 def _varint(value: int) -> bytes:
     value &= (1 << 64) - 1  # negative int64s are sent as their 64-bit two's complement
     out = bytearray()

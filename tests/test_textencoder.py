@@ -229,3 +229,40 @@ def test_cli_search_imports_neither_torch_nor_transformers_nor_alembic(indexed_d
     lines = result.stdout.splitlines()
     assert len(lines) == 4 and all(json.loads(line)["path"].endswith(".jpg") for line in lines[:3])
     assert lines[3] == "[]"
+
+
+@pytest.mark.parametrize("activation", ["quick_gelu", "gelu"])
+def test_the_hand_written_graph_is_valid_onnx(tiny_model_dir, activation):
+    # textgraph.py writes the protobuf itself (the onnx package is too slow to import for a cold search): the
+    # official parser and checker must accept it, field for field, not only ONNX Runtime.
+    import onnx
+
+    from photosearch.textencoder import _layer, _pair, _text_weights
+    from photosearch.textgraph import text_tower
+
+    weights = _text_weights(tiny_model_dir)
+    assert weights is not None
+    layers = [_layer(weights, f"text_model.encoder.layers.{i}.") for i in range(2)]  # the tiny model: 2 layers, 2 heads
+    graph, external = text_tower(layers, _pair(weights, "text_model.final_layer_norm"),
+                                 weights["text_projection.weight"], 2, 1e-5, activation)  # fmt: skip
+    model = onnx.load_model_from_string(graph)
+    assert model.ir_version == 8 and [(o.domain, o.version) for o in model.opset_import] == [("", 18)]
+    assert [i.name for i in model.graph.input] == ["x", "mask"] and model.graph.output[0].name == "out"
+    stored = {t.name: t for t in model.graph.initializer}
+    for name, array in external.items():  # every weight is declared, with its shape, and carries no data
+        assert list(stored[name].dims) == list(array.shape) and stored[name].data_location == onnx.TensorProto.EXTERNAL
+    assert {n.op_type for n in model.graph.node} >= {"Gemm", "LayerNormalization", "Softmax", "Split"}
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    assert onnx.helper.get_attribute_value(softmax.attribute[0]) == -1  # a negative varint, read back
+    norm = next(n for n in model.graph.node if n.op_type == "LayerNormalization")
+    assert onnx.helper.get_attribute_value(next(a for a in norm.attribute if a.name == "epsilon")) == pytest.approx(
+        1e-5
+    )
+    graph_only = onnx.ModelProto()
+    graph_only.CopyFrom(model)
+    for tensor in graph_only.graph.initializer:  # the checker wants the data: give it zeros of the right shape
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            tensor.ClearField("external_data")
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            tensor.raw_data = np.zeros(list(tensor.dims), dtype=np.float32).tobytes()
+    onnx.checker.check_model(graph_only, full_check=True)
