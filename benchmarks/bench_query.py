@@ -6,7 +6,7 @@
 
 The model is the full CLIP ViT-B/32 architecture (../shared/clip-tokenizer/config.json) with random weights
 and the real tokenizer, saved like a downloaded checkpoint; the timings do not depend on the weights' values.
-A worker process (the only one that imports torch) builds it and checks photosearch's numpy text encoder
+A worker process (the only one that imports torch) builds it and checks photosearch's ONNX Runtime text encoder
 against transformers' get_text_features on the query texts.
 
 The index is written straight through photosearch's Catalog and VectorStore instead of embedding N images:
@@ -76,7 +76,7 @@ def model_worker(folder: Path, tiny: bool, texts: list[str]) -> None:
         batch = tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")
         reference = torch.nn.functional.normalize(model.get_text_features(**batch).pooler_output, dim=-1).numpy()
     encoder = load_text_encoder(ModelConfig(name=str(folder)))
-    assert encoder is not None, "the numpy text encoder does not cover the benchmark model"
+    assert encoder is not None, "the text encoder does not cover the benchmark model"
     cosines = (encoder.embed_texts(texts) * reference).sum(axis=1)
     print(json.dumps({"min_cosine": float(cosines.min())}))
 

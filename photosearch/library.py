@@ -114,7 +114,7 @@ class Library:
         """Open (creating if needed) the library whose data lives in config.data_dir.
 
         embedder_factory replaces the CLIP loader: any object following the Embedder protocol will do. Without
-        one, text queries use the numpy text encoder (textencoder.py) when the model allows, so a search never
+        one, text queries use the ONNX Runtime text encoder (textencoder.py) when the model allows, so a search never
         imports torch; with one, text queries go through the given Embedder too.
         """
         catalog = Catalog.open(config.catalog_path)
@@ -159,7 +159,7 @@ class Library:
         return self._embedder_instance
 
     def text_embedder(self) -> TextEmbedder:
-        """What encodes text queries, loaded once: the numpy text tower when it covers the model, else the model.
+        """What encodes text queries, loaded once: the ONNX Runtime text tower when it covers the model, else the model.
 
         Held to the same identity check as embedder(): a different model is refused, not searched.
         """

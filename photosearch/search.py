@@ -64,7 +64,7 @@ def _check_k(k: int) -> None:
 
 
 class TextEmbedder(Protocol):
-    """What a text query needs: any Embedder, or the numpy text encoder (textencoder.py)."""
+    """What a text query needs: any Embedder, or the torch-free text encoder (textencoder.py)."""
 
     @property
     def identity(self) -> ModelIdentity: ...

@@ -128,7 +128,7 @@ def _read_tensors(path: Path, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
         raw = np.frombuffer(buffer, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=8 + size + begin)
         if info["dtype"] == "BF16":  # bfloat16 is the top half of a float32
             raw = (raw.astype(np.uint32) << 16).view(np.float32)
-        elif info["dtype"] == "F16" or raw.ctypes.data % 4:  # BLAS wants aligned float32
+        elif info["dtype"] == "F16" or raw.ctypes.data % 4:  # ONNX Runtime wants aligned float32
             raw = raw.astype(np.float32)
         tensors[name] = raw.reshape(shape)
     return tensors
@@ -168,7 +168,7 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def load_text_encoder(config: ModelConfig) -> TextEncoder | None:
-    """The numpy text encoder for the configured model, or None when the full Embedder must be used instead."""
+    """The torch-free text encoder for the configured model, or None when the full Embedder must be used instead."""
     from tokenizers import Tokenizer
 
     try:

@@ -59,9 +59,10 @@ def _attribute(name: str, value: float | int | list[int]) -> bytes:
     return _bytes(1, name) + _int(3, value) + _int(20, _ATTR_INT)
 
 
-def _value_info(name: str, shape: Iterable[int | str], elem_type: int = FLOAT) -> bytes:
+def _value_info(name: str, shape: Iterable[int | str]) -> bytes:
+    """A float32 graph input or output; a str dimension is symbolic (set per query)."""
     dims = (_bytes(1, _int(1, d) if isinstance(d, int) else _bytes(2, d)) for d in shape)
-    tensor_type = _int(1, elem_type) + _bytes(2, b"".join(dims))
+    tensor_type = _int(1, FLOAT) + _bytes(2, b"".join(dims))
     return _bytes(1, name) + _bytes(2, _bytes(1, tensor_type))
 
 
@@ -84,9 +85,8 @@ class _Graph:
 
     def __init__(self) -> None:
         self.nodes: list[bytes] = []
-        self.constants: list[bytes] = []
+        self.constants: dict[str, bytes] = {}  # name -> serialised TensorProto
         self.weights: dict[str, np.ndarray] = {}
-        self._constants: set[str] = set()
         self._count = 0
 
     def op(self, op_type: str, *inputs: str, outputs: int = 1, name: str | None = None,
@@ -101,10 +101,9 @@ class _Graph:
 
     def const(self, name: str, value: np.ndarray | float) -> str:
         """A named constant (a float is a float32 scalar); the first definition of a name is kept."""
-        if name not in self._constants:
-            self._constants.add(name)
-            self.constants.append(_tensor(name, np.asarray(value, dtype=np.float32) if isinstance(value, float)
-                                          else value))  # fmt: skip
+        if name not in self.constants:
+            array = np.asarray(value, dtype=np.float32) if isinstance(value, float) else value
+            self.constants[name] = _tensor(name, array)
         return name
 
     def weight(self, name: str, value: np.ndarray) -> str:
@@ -113,7 +112,7 @@ class _Graph:
 
     def model(self, inputs: list[bytes], outputs: list[bytes]) -> bytes:
         externals = [_external(name, array.shape) for name, array in self.weights.items()]
-        graph = (_many(1, self.nodes) + _bytes(2, "clip_text_tower") + _many(5, self.constants + externals)
+        graph = (_many(1, self.nodes) + _bytes(2, "clip_text_tower") + _many(5, [*self.constants.values(), *externals])
                  + _many(11, inputs) + _many(12, outputs))  # fmt: skip
         opset = _bytes(1, "") + _int(2, OPSET)
         return _int(1, IR_VERSION) + _bytes(2, "photosearch") + _bytes(7, graph) + _bytes(8, opset)

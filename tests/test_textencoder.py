@@ -1,4 +1,4 @@
-"""The numpy text encoder against transformers on the same weights, its fallbacks, and a search without torch."""
+"""The ONNX Runtime text encoder against transformers on the same weights, its fallbacks, and a search without torch."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_matches_transformers_one_by_one_and_batched(encoder, reference):
 
 
 def test_every_query_length(encoder, reference):
-    # The encoder pads its rows to a multiple of 8 after the pooled token: every remainder must give the same.
+    # Every query length computes its own shapes (T rows, a T x T causal mask): each must give the same.
     texts = ["dog " * n for n in range(40)]  # 2 to 41 tokens
     assert _cosines(encoder.embed_texts(texts), reference.embed_texts(texts)).min() >= 0.9999
 
