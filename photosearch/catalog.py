@@ -13,12 +13,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Row, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, Row, create_engine, delete, event, func, select, type_coerce, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from photosearch.errors import CatalogError, CatalogTooNewError, PhotoNotFoundError
-from photosearch.schema import Meta, Photo, PhotoStatus, Root
+from photosearch.pathtext import to_text
+from photosearch.schema import Meta, OsText, Photo, PhotoStatus, Root
 
 BUSY_TIMEOUT_MS = 30_000
 _CHUNK = 500  # stays under SQLite's bound-parameter limit in IN (...) lists
@@ -152,8 +153,10 @@ class Catalog:
         )
         if under is not None:
             prefix = under.rstrip("/") + "/"
-            # substr, not LIKE: folder names may contain % and _
-            query = query.where((Photo.path == under) | (func.substr(Photo.path, 1, len(prefix)) == prefix))
+            # substr, not LIKE: folder names may contain % and _. The stored form has one character per
+            # character of the name (pathtext.py), so the prefix length is the same on both sides.
+            stored = func.substr(Photo.path, 1, len(to_text(prefix)))
+            query = query.where((Photo.path == under) | (stored == type_coerce(prefix, OsText)))
         with self._session() as s:
             return {r.path: FileState(*r) for r in s.execute(query)}
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from photosearch.pathtext import display, to_text
+
 if TYPE_CHECKING:
     from photosearch.client import ServerClient
     from photosearch.indexer import IndexReport
@@ -109,7 +111,7 @@ def _print_report(report: IndexReport) -> None:
         f"({report.embedded} embedded, {report.reused} reused from identical files) in {report.seconds:.1f}s"
     )
     for root in report.missing_roots:
-        click.echo(f"warning: library folder {root} is missing (unmounted?); its photos were kept", err=True)
+        click.echo(f"warning: library folder {display(root)} is missing (unmounted?); its photos were kept", err=True)
     if report.failed:
         click.echo("see `photosearch status --failed` for the reasons", err=True)
 
@@ -154,7 +156,7 @@ def search(ctx: click.Context, query: str, k: int | None, as_json: bool, folder:
     """Photos that match a text QUERY, best first."""
     server = _running_server(ctx)
     if server is not None:
-        folder_arg = str(folder.expanduser().resolve()) if folder else None
+        folder_arg = to_text(folder.expanduser().resolve()) if folder else None  # the wire form, as stored
         reply = server.get("/api/search", q=query, k=k or 10, folder=folder_arg)
         _print_results(reply["results"], as_json)
         return
@@ -182,7 +184,7 @@ def _similar_via_server(server: ServerClient, photo: Path, k: int) -> list[dict[
     from photosearch.errors import PhotoNotFoundError
 
     try:
-        found = server.get("/api/lookup", path=str(photo.expanduser().absolute()))
+        found = server.get("/api/lookup", path=to_text(photo.expanduser().absolute()))
     except PhotoNotFoundError:
         found = None
     if found is not None and found["status"] == "indexed":
@@ -241,13 +243,13 @@ def status(ctx: click.Context, as_json: bool, show_failed: bool) -> None:
             failures = library.failures() if show_failed else []
     if as_json:
         if show_failed:
-            data["failures"] = [{"path": str(p), "reason": r} for p, r in failures]
+            data["failures"] = [{"path": display(p), "reason": display(r)} for p, r in failures]
         click.echo(json.dumps(data, indent=2))
         return
     _print_status(data)
     _print_daemon(data["daemon"])
     for path, reason in failures:
-        click.echo(f"{path}: {reason}")
+        click.echo(f"{display(path)}: {display(reason)}")
 
 
 def _print_status(info: dict[str, Any]) -> None:
@@ -287,7 +289,10 @@ def _log_to_file(log_dir: Path) -> None:
     from logging.handlers import RotatingFileHandler
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    handler = RotatingFileHandler(log_dir / "photosearch.log", maxBytes=5_000_000, backupCount=3)
+    # backslashreplace: a file name that is not UTF-8 shows as \xNN instead of breaking the log line
+    handler = RotatingFileHandler(
+        log_dir / "photosearch.log", maxBytes=5_000_000, backupCount=3, encoding="utf-8", errors="backslashreplace"
+    )
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("photosearch")
     logger.setLevel(logging.INFO)

@@ -21,6 +21,7 @@ from photosearch.errors import (
     PhotoNotFoundError,
     PhotosearchError,
 )
+from photosearch.pathtext import display
 
 _BY_STATUS: dict[int, type[PhotosearchError]] = {
     404: PhotoNotFoundError, 409: ModelError, 413: InvalidQueryError, 422: InvalidQueryError, 503: ModelError,
@@ -58,7 +59,7 @@ class ServerClient:
             raise ImageError(str(file), f"cannot read file: {exc.strerror or exc}") from None
         body = (
             (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file.name}"\r\n'
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{_header_safe(file.name)}"\r\n'
                 "Content-Type: application/octet-stream\r\n\r\n"
             ).encode()
             + data
@@ -79,6 +80,11 @@ class ServerClient:
             raise _error(exc) from None
         except (urllib.error.URLError, OSError) as exc:
             raise PhotosearchError(f"cannot reach the photosearch server at {self.url}: {exc}") from None
+
+
+def _header_safe(name: str) -> str:
+    """A file name fit for a multipart header (it only names the upload in error messages)."""
+    return display(name).replace('"', "'")
 
 
 def _error(exc: urllib.error.HTTPError) -> PhotosearchError:

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from photosearch.catalog import PhotoRecord
 from photosearch.errors import ImageError, PhotosearchError
 from photosearch.library import Library
+from photosearch.pathtext import display, from_text
 from photosearch.search import MAX_K, SearchResult
 from photosearch.thumbnails import servable_path, thumbnail
 
@@ -97,7 +98,8 @@ def _page(results: list[SearchResult], offset: int, k: int) -> Results:
 def _details(record: PhotoRecord) -> PhotoDetails:
     fields = {name: getattr(record, name) for name in PhotoDetails.model_fields if hasattr(record, name)}
     return PhotoDetails(
-        **{**fields, "path": str(record.path)},
+        **{**fields, "path": display(record.path), "folder": display(record.folder),
+           "error": record.error and display(record.error)},
         thumbnail_url=f"/api/photos/{record.id}/thumbnail",
         original_url=f"/api/photos/{record.id}/original",
     )
@@ -125,7 +127,7 @@ def create_app(
     @app.get("/api/search", response_model=Results, summary="Photos matching a text query")
     async def search(q: Annotated[str, Query(min_length=1, max_length=1000)], k: K = 20, offset: OFFSET = 0,
                      folder: str | None = None) -> Results:  # fmt: skip
-        where = Path(folder) if folder else None
+        where = Path(from_text(folder)) if folder else None  # paths travel in their stored form (pathtext.py)
         results = await run_in_threadpool(library.search, q, min(MAX_K, offset + k + 1), where)
         return _page(results, offset, k)
 
@@ -178,7 +180,7 @@ def create_app(
     async def lookup(
         path: Annotated[str, Query(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")],
     ) -> dict[str, Any]:
-        record = await run_in_threadpool(library.catalog.by_path, Path(path))
+        record = await run_in_threadpool(library.catalog.by_path, Path(from_text(path)))
         if record is None:
             raise HTTPException(404, "that path is not in the catalog")
         return {"id": record.id, "status": record.status}

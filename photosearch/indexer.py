@@ -38,6 +38,7 @@ from photosearch.config import Config
 from photosearch.embedder import Embedder
 from photosearch.errors import ImageError
 from photosearch.imaging import PhotoFacts, decode_photo
+from photosearch.pathtext import display
 from photosearch.planner import Scope, Work, folder_of, make_plan
 from photosearch.scanner import ScanProblem
 from photosearch.schema import PhotoStatus
@@ -189,7 +190,7 @@ class Indexer:
 
     def write_failed(self, row: dict[str, Any], reason: str) -> None:
         """Row first, then the vector: a failed row must not keep a (now wrong) vector in search results."""
-        log.info("failed: %s: %s", row["path"], reason)
+        log.info("failed: %s: %s", display(row["path"]), display(reason))  # one log line, whatever the name
         existing = self._catalog.by_path(Path(row["path"]))
         (photo_id,) = self._catalog.upsert_files(
             [{**row, "status": PhotoStatus.FAILED, "error": reason, "content_hash": None}]

@@ -27,6 +27,7 @@ from photosearch.errors import ImageError, LibraryRootError, ModelMismatchError,
 from photosearch.imaging import decode_photo
 from photosearch.indexer import Indexer, IndexReport, Progress
 from photosearch.locking import WriterLock
+from photosearch.pathtext import display
 from photosearch.planner import Scope, root_available
 from photosearch.schema import PhotoStatus
 from photosearch.search import Searcher, SearchResult, TextEmbedder, folder_where
@@ -64,8 +65,8 @@ class LibraryStatus:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "roots": [str(r.path) for r in self.roots],
-            "missing_roots": [str(p) for p in self.missing_roots],
+            "roots": [display(r.path) for r in self.roots],
+            "missing_roots": [display(p) for p in self.missing_roots],
             "indexed": self.indexed,
             "pending": self.pending,
             "failed": self.failed,

@@ -8,15 +8,35 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from photosearch.pathtext import from_text, to_text
 
 
 class PhotoStatus(StrEnum):
     PENDING = "pending"  # known on disk, vector not written yet (the durable work queue)
     INDEXED = "indexed"  # its vector is in Chroma under str(id)
     FAILED = "failed"  # could not be read or decoded; ``error`` says why
+
+
+class OsText(TypeDecorator[str]):
+    """Text that may hold file names the OS gave us: stored losslessly whatever their bytes (pathtext.py).
+
+    Being the column's type, it applies to every value bound against the column (inserts, updates, ``==``);
+    a value compared through a SQL function must be wrapped in ``type_coerce(value, OsText)``.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else to_text(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else from_text(value)
 
 
 class Base(DeclarativeBase):
@@ -27,7 +47,7 @@ class Root(Base):
     __tablename__ = "roots"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
+    path: Mapped[str] = mapped_column(OsText, unique=True)
     added_at: Mapped[datetime] = mapped_column(DateTime)
     last_indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
 
@@ -37,13 +57,13 @@ class Photo(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"), index=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
-    folder: Mapped[str] = mapped_column(Text, index=True)  # posix path of the parent, relative to the root
+    path: Mapped[str] = mapped_column(OsText, unique=True)
+    folder: Mapped[str] = mapped_column(OsText, index=True)  # posix path of the parent, relative to the root
     size: Mapped[int] = mapped_column(Integer)
     mtime_ns: Mapped[int] = mapped_column(Integer)
     content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(OsText)  # reasons name the file
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     format: Mapped[str | None] = mapped_column(String(16))
@@ -75,8 +95,8 @@ class QueueEntry(Base):
 
     __tablename__ = "queue"
 
-    path: Mapped[str] = mapped_column(Text, primary_key=True)
-    moved_from: Mapped[str | None] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(OsText, primary_key=True)
+    moved_from: Mapped[str | None] = mapped_column(OsText)
     is_dir: Mapped[bool] = mapped_column(Boolean)
     first_seen: Mapped[float] = mapped_column(Float)  # epoch seconds of the first event: bounds the wait
     due_at: Mapped[float] = mapped_column(Float, index=True)  # last event + debounce

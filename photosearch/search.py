@@ -17,6 +17,7 @@ import numpy as np
 from photosearch.catalog import Catalog, PhotoRecord, RootInfo
 from photosearch.embedder import ModelIdentity
 from photosearch.errors import InvalidQueryError
+from photosearch.pathtext import display
 from photosearch.schema import PhotoStatus
 from photosearch.vectorstore import VectorStore, folder_filter
 
@@ -38,7 +39,7 @@ class SearchResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["path"] = str(self.path)
+        data["path"], data["folder"] = display(self.path), display(self.folder)  # JSON and terminals: no raw bytes
         data["taken_at"] = self.taken_at.isoformat() if self.taken_at else None
         data["score"] = round(self.score, 6)
         return data

@@ -39,6 +39,7 @@ import numpy as np
 
 from photosearch.errors import VectorStoreError
 from photosearch.locking import store_lock
+from photosearch.pathtext import to_text
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -56,6 +57,7 @@ def folder_metadata(root_id: int, folder: str) -> dict[str, Any]:
     A photo in "2023/summer/beach" gets d1="2023", d2="2023/summer", d3="2023/summer/beach": a filter on the
     subtree "2023/summer" is then one equality on d2, which Chroma evaluates inside the HNSW search.
     """
+    folder = to_text(folder)  # Chroma stores UTF-8 only; folder names may not be (pathtext.py)
     meta: dict[str, Any] = {"root": root_id, "folder": folder}
     parts = [p for p in folder.split("/") if p]
     for depth in range(1, min(len(parts), MAX_FOLDER_DEPTH) + 1):
@@ -64,6 +66,7 @@ def folder_metadata(root_id: int, folder: str) -> dict[str, Any]:
 
 
 def folder_filter(root_id: int, folder: str) -> dict[str, Any]:
+    folder = to_text(folder)
     parts = [p for p in folder.split("/") if p]
     if not parts:
         return {"root": root_id}
