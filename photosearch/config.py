@@ -72,6 +72,7 @@ class ServerConfig(_Section):
     max_upload_bytes: int = Field(default=25_000_000, ge=1024)
     thumbnail_size: int = Field(default=320, ge=32, le=2048)
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback and the bound one ("*": any)
 
 
 class SearchConfig(_Section):
@@ -132,7 +133,7 @@ def env_var_names() -> dict[str, tuple[str, ...]]:
 
 def _env_value(raw: str, key_path: tuple[str, ...]) -> Any:
     """Environment values are strings; lists (exclude) are comma separated, the rest pydantic coerces."""
-    if key_path in (("index", "exclude"), ("server", "cors_origins")):
+    if key_path in (("index", "exclude"), ("server", "cors_origins"), ("server", "allowed_hosts")):
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw
 

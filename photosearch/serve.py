@@ -63,6 +63,8 @@ def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
     from photosearch.httpapi import create_app
 
     check_binding(config, host)
+    # The app's Host rule (webguard.py) must know the address really bound, which --host may have changed.
+    config = config.model_copy(update={"server": config.server.model_copy(update={"host": host, "port": port})})
     _Server = _server_class()
     with Library.open(config) as library:
         stop = threading.Event()

@@ -14,8 +14,15 @@ from photosearch.errors import ConfigError
 from photosearch.httpapi import create_app
 from photosearch.library import Library
 from photosearch.serve import check_binding
+from photosearch.webguard import CSRF_HEADER
 
 TOKEN = "a-long-random-test-token-123456"
+BASE_URL = "http://127.0.0.1:8765"  # the Host a real client sends (TestClient's "testserver" is refused)
+
+
+def _client(app) -> TestClient:
+    """A client as the CLI's: the server's own Host, and the header every POST needs (webguard.py)."""
+    return TestClient(app, base_url=BASE_URL, headers={CSRF_HEADER: "1"})
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +54,7 @@ def library(built):
 @pytest.fixture
 def client(library):
     reindexed = []
-    with TestClient(create_app(library, reindex=lambda: reindexed.append(True))) as c:
+    with _client(create_app(library, reindex=lambda: reindexed.append(True))) as c:
         c.reindexed = reindexed
         yield c
 
@@ -115,7 +122,7 @@ def test_upload_over_the_limit_is_413(library, built):
     config: Config = built[0]
     small = config.model_copy(update={"server": config.server.model_copy(update={"max_upload_bytes": 2048})})
     library.config = small
-    with TestClient(create_app(library)) as client:
+    with _client(create_app(library)) as client:
         big = io.BytesIO()
         Image.effect_noise((256, 256), 64).convert("RGB").save(big, format="PNG")
         response = client.post("/api/search/image", files={"file": ("big.png", big.getvalue(), "image/png")})
@@ -170,7 +177,7 @@ def test_cors_is_off_by_default(client):
 def test_token_is_required_on_every_request(library, built):
     config: Config = built[0]
     library.config = config.model_copy(update={"server": config.server.model_copy(update={"token": TOKEN})})
-    with TestClient(create_app(library)) as client:
+    with _client(create_app(library)) as client:
         for url in ("/", "/api/status", "/api/search?q=x", "/api/photos/1/thumbnail", "/static/index.html",
                     "/api/openapi.json"):  # fmt: skip
             response = client.get(url)

@@ -9,10 +9,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
-from helpers import make_photo
+from helpers import make_photo, readme_json_keys
 
 
 def _free_port() -> int:
@@ -84,6 +85,22 @@ def test_cli_asks_the_running_server_and_loads_no_model(served, env, tmp_path):
     assert status["indexed"] == 8 and status["daemon"]["running"] is True
 
 
+def test_search_through_the_server_prints_every_key_the_readme_lists(served, env, exif_samples, tmp_path):
+    base, root, _, port = served
+    (root / "Canon_40D.jpg").write_bytes((exif_samples / "jpg" / "Canon_40D.jpg").read_bytes())  # the daemon adds it
+    deadline = time.monotonic() + 60
+    while json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status").read())["indexed"] < 9:
+        assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+        time.sleep(0.2)
+    result = _run([sys.executable, "-X", "importtime", *base[1:], "search", "a camera", "-k", "20", "--json"], env)
+    assert "torch" not in {line.split("|")[-1].strip() for line in result.stderr.splitlines()}  # the server answered
+    hits = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(hits) == 9 and all(list(hit) == readme_json_keys("search") for hit in hits)
+    canon = next(hit for hit in hits if hit["path"].endswith("Canon_40D.jpg"))
+    assert (canon["camera_make"], canon["camera_model"]) == ("Canon", "Canon EOS 40D")  # not just the key: the value
+    assert canon["taken_at"].startswith("2008-05-30T15:56:01") and canon["offline"] is False
+
+
 def test_serve_watches_and_stops_cleanly(served, env, tmp_path):
     base, root, proc, port = served
     make_photo(root / "new.jpg", seed=77)
@@ -105,4 +122,31 @@ def test_serving_beyond_loopback_without_a_token_is_refused(tmp_path, tiny_model
     cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(tmp_path / "d"), "serve", "--host", "0.0.0.0"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 78
-    assert "server.token" in result.stderr and len(result.stderr.strip().splitlines()) == 2  # banner + error
+    assert "server.token" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "serving on http" not in result.stderr  # it refuses before announcing anything
+
+
+def _status_of(request: urllib.request.Request) -> int:
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_other_web_pages_cannot_use_the_server_but_the_cli_can(served, env, tmp_path):
+    """The issue's two requests against a real server: a rebound Host reads nothing, a form POST from another
+    origin starts no reindex; the CLI's client (which sends X-Photosearch) goes on working, uploads included."""
+    base, root, _, port = served
+    url = f"http://127.0.0.1:{port}"
+    rebound = urllib.request.Request(f"{url}/api/status", headers={"Host": f"evil.example:{port}"})
+    assert _status_of(rebound) == 400
+    form = {"Origin": "http://evil.example", "Content-Type": "application/x-www-form-urlencoded"}
+    assert _status_of(urllib.request.Request(f"{url}/api/reindex", data=b"a=1", headers=form)) == 403
+    assert _status_of(urllib.request.Request(f"{url}/api/reindex", data=b"", method="POST")) == 403  # no header
+    assert _status_of(urllib.request.Request(f"{url}/api/status", headers={"Host": f"localhost:{port}"})) == 200
+
+    outside = make_photo(tmp_path / "elsewhere.jpg", seed=3)  # an upload: POST /api/search/image
+    by_example = [json.loads(x) for x in _run([*base, "similar", str(outside), "--json"], env).stdout.splitlines()]
+    assert by_example[0]["path"] == str(root / "p3.jpg")
+    assert json.loads(_run([*base, "status", "--json"], env).stdout)["daemon"]["running"] is True
