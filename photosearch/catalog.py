@@ -13,13 +13,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Row, create_engine, delete, event, func, select, type_coerce, update
+from sqlalchemy import Engine, Row, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from photosearch.catalog_roots import RootChanges
 from photosearch.errors import CatalogError, CatalogTooNewError, PhotoNotFoundError
-from photosearch.pathtext import to_text
-from photosearch.schema import Meta, OsText, Photo, PhotoStatus, Root
+from photosearch.schema import Meta, Photo, PhotoStatus, Root
 
 BUSY_TIMEOUT_MS = 30_000
 _CHUNK = 500  # stays under SQLite's bound-parameter limit in IN (...) lists
@@ -101,7 +101,7 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield items[start : start + _CHUNK]
 
 
-class Catalog:
+class Catalog(RootChanges):
     def __init__(self, engine: Engine, path: Path) -> None:
         self._engine = engine
         self.path = path
@@ -145,20 +145,41 @@ class Catalog:
         with self._session() as s, s.begin():
             s.execute(update(Root).where(Root.id == root_id).values(last_indexed_at=_now()))
 
+    def photo_counts_by_root(self) -> dict[int, int]:
+        with self._session() as s:
+            return {root_id: n for root_id, n in s.execute(select(Photo.root_id, func.count()).group_by(Photo.root_id))}
+
+    def has_photos(self, root_id: int) -> bool:
+        with self._session() as s:
+            return s.scalar(select(Photo.id).where(Photo.root_id == root_id).limit(1)) is not None
+
     # -- reads -----------------------------------------------------------------------------------------
     def file_states(self, root_id: int, under: str | None = None) -> dict[str, FileState]:
         """The file state of every photo of a root, or only of the file or folder ``under`` inside it."""
-        query = select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status).where(
-            Photo.root_id == root_id
-        )
-        if under is not None:
+        query = select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status)
+        if under is None:
+            query = query.where(Photo.root_id == root_id)
+        else:
             prefix = under.rstrip("/") + "/"
-            # substr, not LIKE: folder names may contain % and _. The stored form has one character per
-            # character of the name (pathtext.py), so the prefix length is the same on both sides.
-            stored = func.substr(Photo.path, 1, len(to_text(prefix)))
-            query = query.where((Photo.path == under) | (stored == type_coerce(prefix, OsText)))
+            # A range on the path index, not LIKE (names may hold % and _) nor substr (a full scan: the daemon asks
+            # this once per changed path, thousands of times for a copied folder). The stored form maps char by
+            # char (pathtext.py) and SQLite compares text bytewise, so the paths below a folder are exactly those
+            # from "<folder>/" up to "<folder>0" ("0" follows "/"). root_id + 0 keeps SQLite on the path index:
+            # on root_id's own index it would read every row of the root.
+            below = (Photo.path >= prefix) & (Photo.path < prefix[:-1] + "0")
+            query = query.where((Photo.path == under) | below, Photo.root_id + 0 == root_id)
         with self._session() as s:
             return {r.path: FileState(*r) for r in s.execute(query)}
+
+    def file_states_at(self, root_id: int, paths: Sequence[str]) -> dict[str, FileState]:
+        """The file states of exactly these paths of a root (those the catalog has), a few queries in all."""
+        columns = (Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status)
+        with self._session() as s:
+            return {
+                r.path: FileState(*r)
+                for chunk in _chunks(paths)
+                for r in s.execute(select(*columns).where(Photo.path.in_(chunk), Photo.root_id == root_id))
+            }
 
     def move_many(self, moves: Sequence[tuple[int, dict[str, Any]]]) -> None:
         """Point rows at new paths (path, root_id, folder, size, mtime_ns) in one transaction."""

@@ -22,6 +22,7 @@ from photosearch.errors import (
     PhotosearchError,
 )
 from photosearch.pathtext import display
+from photosearch.webguard import CSRF_HEADER
 
 _BY_STATUS: dict[int, type[PhotosearchError]] = {
     404: PhotoNotFoundError, 409: ModelError, 413: InvalidQueryError, 422: InvalidQueryError, 503: ModelError,
@@ -51,6 +52,14 @@ class ServerClient:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         return self._send(urllib.request.Request(f"{self.url}{endpoint}?{query}"))
 
+    def post_json(self, endpoint: str, body: dict[str, Any]) -> Any:
+        request = urllib.request.Request(f"{self.url}{endpoint}", data=json.dumps(body).encode(), method="POST")
+        request.add_header("Content-Type", "application/json")
+        return self._send(request)
+
+    def delete(self, endpoint: str) -> Any:
+        return self._send(urllib.request.Request(f"{self.url}{endpoint}", method="DELETE"))
+
     def post_file(self, endpoint: str, file: Path, **params: Any) -> Any:
         boundary = uuid.uuid4().hex
         try:
@@ -71,6 +80,7 @@ class ServerClient:
         return self._send(request)
 
     def _send(self, request: urllib.request.Request) -> Any:
+        request.add_header(CSRF_HEADER, "1")  # the server refuses POSTs without it (webguard.py): no form can send it
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:

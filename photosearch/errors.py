@@ -82,6 +82,13 @@ class LibraryRootError(PhotosearchError):
     http_status = 404
 
 
+class RootConflictError(LibraryRootError):
+    """A library folder cannot be moved there: it would nest in, or contain, another library folder."""
+
+    exit_code = 64  # EX_USAGE
+    http_status = 409
+
+
 class PhotoNotFoundError(PhotosearchError):
     """A photo (by id or path) is not in the catalog."""
 
@@ -94,6 +101,20 @@ class InvalidQueryError(PhotosearchError):
 
     exit_code = 64  # EX_USAGE
     http_status = 422
+
+
+class ConfirmationError(PhotosearchError):
+    """A destructive command was not confirmed (no terminal to ask on, and no --yes)."""
+
+    exit_code = 64  # EX_USAGE
+    http_status = 422
+
+
+class LibraryBusyError(PhotosearchError):
+    """The library is being written by something that cannot be interrupted or waited for right now."""
+
+    exit_code = 75  # EX_TEMPFAIL
+    http_status = 409
 
 
 class WriterBusyError(PhotosearchError):
@@ -115,3 +136,24 @@ class WriterBusyError(PhotosearchError):
             )
         super().__init__(message)
         self.holder = holder
+
+
+class RequestRefusedError(PhotosearchError):
+    """The HTTP server refuses a request for where it comes from, whatever it asks (webguard.py)."""
+
+    exit_code = 77  # EX_NOPERM
+    http_status = 403
+
+
+class UnknownHostError(RequestRefusedError):
+    """The request names a Host the server is not reached by (a DNS-rebinding page's name, say)."""
+
+    http_status = 400
+
+
+class CrossOriginError(RequestRefusedError):
+    """The request comes from another web page (its Origin or Sec-Fetch-Site says so)."""
+
+
+class MissingHeaderError(RequestRefusedError):
+    """A state-changing request lacks what no HTML form or simple request can send (the X-Photosearch header)."""

@@ -24,11 +24,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from photosearch.catalog import PhotoRecord
+from photosearch.config import ServerConfig
 from photosearch.errors import ImageError, PhotosearchError
+from photosearch.httproots import roots_router
 from photosearch.library import Library
 from photosearch.pathtext import display, from_text
 from photosearch.search import MAX_K, SearchResult
 from photosearch.thumbnails import servable_path, thumbnail
+from photosearch.webguard import CSRF_HEADER, HostRule, WebGuard
 
 TOKEN_COOKIE = "photosearch_token"
 # What a browser gets at / without the token: a 401 that asks for it (and shows nothing of the library).
@@ -39,9 +42,15 @@ input{width:100%;font:inherit;padding:.5rem;margin:.5rem 0;box-sizing:border-box
 <h1>photosearch</h1><form method="get" action="/"><label for="token">This server needs its access token
 (server.token):</label><input id="token" name="token" type="password" autocomplete="current-password"
 autofocus required minlength="16"><button type="submit">Open</button></form></html>"""
+# The OpenAPI description: the request rules of webguard.py, which every client must follow.
+_API_RULES = f"""Requests must name this server in `Host` (127.0.0.1 or localhost; others via
+`server.allowed_hosts`), must not come from another web page (`Origin`, `Sec-Fetch-Site`; see
+`server.cors_origins`), and every POST must carry the header `{CSRF_HEADER}: 1` (or a JSON body, or
+`Authorization: Bearer TOKEN`). Refusals are 400 (host) and 403 (origin, header)."""
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results")]
 OFFSET = Annotated[int, Query(ge=0, le=MAX_K - 1, description="Results to skip (paging)")]
 PhotoId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="Catalog id of a photo")]  # SQLite's range
+OFFLINE = Annotated[bool, Query(description="Also photos of missing (unmounted, moved) library folders")]
 
 
 class Result(BaseModel):
@@ -53,6 +62,9 @@ class Result(BaseModel):
     width: int | None
     height: int | None
     taken_at: datetime | None
+    camera_make: str | None
+    camera_model: str | None
+    offline: bool  # its library folder is missing: the file cannot be shown now
     thumbnail_url: str
     original_url: str
 
@@ -117,8 +129,9 @@ def create_app(
     """The app for one library. ``status_extra`` adds the daemon's state to /api/status; ``reindex`` starts
     a rebuild of every vector in the background (the daemon's, when it runs)."""
     config = library.config
-    app = FastAPI(title="photosearch", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
-    _install_security(app, config.server.token, config.server.cors_origins)
+    app = FastAPI(title="photosearch", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json",
+                  description=_API_RULES)  # fmt: skip
+    _install_security(app, config.server)
     _install_errors(app)
 
     def roots() -> list[Path]:
@@ -126,9 +139,9 @@ def create_app(
 
     @app.get("/api/search", response_model=Results, summary="Photos matching a text query")
     async def search(q: Annotated[str, Query(min_length=1, max_length=1000)], k: K = 20, offset: OFFSET = 0,
-                     folder: str | None = None) -> Results:  # fmt: skip
+                     folder: str | None = None, include_offline: OFFLINE = False) -> Results:  # fmt: skip
         where = Path(from_text(folder)) if folder else None  # paths travel in their stored form (pathtext.py)
-        results = await run_in_threadpool(library.search, q, min(MAX_K, offset + k + 1), where)
+        results = await run_in_threadpool(library.search, q, min(MAX_K, offset + k + 1), where, include_offline)
         return _page(results, offset, k)
 
     @app.get("/api/photos/{photo_id}", response_model=PhotoDetails, summary="A photo's details")
@@ -136,19 +149,22 @@ def create_app(
         return _details(await run_in_threadpool(library.photo, photo_id))
 
     @app.get("/api/photos/{photo_id}/similar", response_model=Results, summary="Photos like an indexed photo")
-    async def similar(photo_id: PhotoId, k: K = 20, offset: OFFSET = 0) -> Results:
+    async def similar(photo_id: PhotoId, k: K = 20, offset: OFFSET = 0, include_offline: OFFLINE = False) -> Results:
         record = await run_in_threadpool(library.photo, photo_id)
-        results = await run_in_threadpool(library.similar, record.path, min(MAX_K, offset + k + 1))
+        wanted = min(MAX_K, offset + k + 1)
+        results = await run_in_threadpool(library.similar, record.path, wanted, None, include_offline)
         return _page(results, offset, k)
 
     @app.post("/api/search/image", response_model=Results, summary="Photos like an uploaded image")
-    async def search_image(file: Annotated[UploadFile, File()], k: K = 20, offset: OFFSET = 0) -> Results:
+    async def search_image(file: Annotated[UploadFile, File()], k: K = 20, offset: OFFSET = 0,
+                           include_offline: OFFLINE = False) -> Results:  # fmt: skip
         limit = config.server.max_upload_bytes
         data = await file.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"upload larger than {limit} bytes (server.max_upload_bytes)")
         wanted = min(MAX_K, offset + k + 1)
-        results = await run_in_threadpool(library.similar_to_image, data, wanted, file.filename or "upload")
+        name = file.filename or "upload"
+        results = await run_in_threadpool(library.similar_to_image, data, wanted, name, include_offline)
         return _page(results, offset, k)
 
     @app.get("/api/photos/{photo_id}/thumbnail", summary="A JPEG thumbnail, upright", response_class=Response)
@@ -192,6 +208,7 @@ def create_app(
         reindex()
         return {"status": "started", "progress": "/api/status"}
 
+    app.include_router(roots_router(library))
     _install_page(app)
     return app
 
@@ -222,15 +239,21 @@ def _install_errors(app: FastAPI) -> None:
         return _error(exc.status_code, "HTTPError", str(exc.detail))
 
 
-def _install_security(app: FastAPI, token: str | None, cors_origins: tuple[str, ...]) -> None:
-    if cors_origins:
+def _install_security(app: FastAPI, server: ServerConfig) -> None:
+    """The last middleware added runs first: the web guard (Host, origin, non-simple POSTs), then the token,
+    then CORS."""
+    if server.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization"])  # fmt: skip
-    if token is None:
-        return
+        app.add_middleware(CORSMiddleware, allow_origins=list(server.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", CSRF_HEADER])  # fmt: skip
+    if server.token is not None:
+        _install_token(app, server.token)
+    app.add_middleware(WebGuard, hosts=HostRule.for_server(server.host, server.allowed_hosts),
+                       cors_origins=server.cors_origins)  # fmt: skip
 
+
+def _install_token(app: FastAPI, token: str) -> None:
     @app.middleware("http")
     async def require_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         """Every request carries the token: a Bearer header (API clients), or the cookie that a visit with

@@ -15,20 +15,22 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from photosearch import roots as roots_ops
 from photosearch.catalog import Catalog, PhotoRecord, RootInfo
 from photosearch.config import Config, ModelConfig
 from photosearch.embedder import Embedder, ModelIdentity, load_embedder
-from photosearch.errors import ImageError, LibraryRootError, ModelMismatchError, WriterBusyError
+from photosearch.errors import ImageError, LibraryBusyError, LibraryRootError, ModelMismatchError, WriterBusyError
 from photosearch.imaging import decode_photo
 from photosearch.indexer import Indexer, IndexReport, Progress
 from photosearch.locking import WriterLock
 from photosearch.pathtext import display
-from photosearch.planner import Scope, root_available
+from photosearch.planner import Scope
+from photosearch.roots import MovedRoot, RootOverview, find_root, folder_path, moved_roots, offline_roots, overview
 from photosearch.schema import PhotoStatus
 from photosearch.search import Searcher, SearchResult, TextEmbedder, folder_where
 from photosearch.textencoder import load_text_encoder
@@ -48,6 +50,7 @@ def _never() -> bool:
 
 
 MODEL_KEY = "model"
+ROOTS_WAIT = 60.0  # seconds a roots change waits for the daemon's batch in flight (HTTP clients give up at 120)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class LibraryStatus:
     data_dir: Path
     catalog_bytes: int
     vectors_bytes: int
+    moved_roots: list[MovedRoot] = field(default_factory=list)  # missing roots whose photos turned up elsewhere
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -76,6 +80,7 @@ class LibraryStatus:
             "data_dir": str(self.data_dir),
             "catalog_bytes": self.catalog_bytes,
             "vectors_bytes": self.vectors_bytes,
+            "moved_roots": [m.to_dict() for m in self.moved_roots],
         }
 
 
@@ -107,6 +112,7 @@ class Library:
         self._text_instance: TextEmbedder | None = None
         self._store_instance: VectorStore | None = None
         self._writer: WriterLock | None = None
+        self._turn = threading.RLock()  # one write at a time among this process's threads (see _exclusive)
         self._init_lock = threading.RLock()  # the embedder and the store
         self._text_lock = threading.Lock()  # the text encoder: it loads beside the store (see search)
 
@@ -201,7 +207,7 @@ class Library:
     def add_roots(self, paths: Sequence[Path]) -> list[RootInfo]:
         added = []
         for path in paths:
-            resolved = path.expanduser().resolve()
+            resolved = folder_path(path)
             if not resolved.is_dir():
                 raise LibraryRootError(f"{path} is not a folder" if resolved.exists() else f"{path} does not exist")
             added.append(self.catalog.add_root(resolved))
@@ -209,6 +215,36 @@ class Library:
 
     def roots(self) -> list[RootInfo]:
         return self.catalog.roots()
+
+    def roots_overview(self) -> tuple[list[RootOverview], list[MovedRoot]]:
+        """Every root with its photo count and whether it is missing; and the missing ones that look moved."""
+        return overview(self.catalog, self.roots())
+
+    def remove_root(self, which: Path | int) -> int:
+        """Forget a library folder (by path or id) and its photos in both stores (not the files); how many went."""
+        with self._exclusive("roots", wait=ROOTS_WAIT):
+            return roots_ops.remove_root(self.catalog, self._existing_store, find_root(self.roots(), which))
+
+    def move_root(self, which: Path | int, new_path: Path, force: bool = False) -> RootInfo:
+        """Point a library folder at where it is now, reading and embedding nothing; ``force``: even if not there."""
+        with self._exclusive("roots", wait=ROOTS_WAIT):
+            roots, new = self.roots(), folder_path(new_path)
+            return roots_ops.move_root(self.catalog, self._existing_store, roots, find_root(roots, which), new, force)
+
+    def _existing_store(self) -> VectorStore | None:
+        return self.store() if self.stored_model() is not None else None  # no model yet: no vectors, no loading
+
+    @contextmanager
+    def _exclusive(self, role: str, wait: float | None = None) -> Iterator[None]:
+        """The writer lock, and one write at a time among this process's threads (in `serve` the daemon thread and
+        HTTP requests share this Library, and writing() is re-entrant). ``wait``: seconds to give up after."""
+        if not self._turn.acquire(timeout=-1 if wait is None else wait):
+            raise LibraryBusyError("the watch daemon is indexing: try again when `photosearch status` shows it idle")
+        try:
+            with self.writing(role):
+                yield
+        finally:
+            self._turn.release()
 
     @contextmanager
     def writing(self, role: str) -> Iterator[None]:
@@ -239,7 +275,7 @@ class Library:
             raise LibraryRootError("no library folders yet: run `photosearch index FOLDER` once to add one")
         self._check_model_name()
         try:
-            with self.writing("index"):
+            with self._exclusive("index"):
                 report = self._indexer().run(roots, progress, should_stop=should_stop, settle=settle)
         except WriterBusyError as busy:
             if busy.holder.role != "watch":
@@ -249,11 +285,14 @@ class Library:
         for root in roots:
             if root.path not in report.missing_roots:
                 self.catalog.mark_root_indexed(root.id)
+        # Over every root, not only this run's: `index B2` after renaming B to B2 is when B's photos turn up.
+        everything = self.roots()
+        report.moved_roots = moved_roots(self.catalog, everything, offline_roots(self.catalog, everything))
         return report
 
     def index_changes(self, scope: Scope, should_stop: StopCheck = _never, settle: float | None = None) -> IndexReport:
         """Index only the changed paths of ``scope`` (what the daemon calls for its queue)."""
-        with self.writing("index"):
+        with self._exclusive("index"):
             return self._indexer().run(self.roots(), scope=scope, should_stop=should_stop, settle=settle)
 
     def _indexer(self) -> Indexer:
@@ -262,7 +301,7 @@ class Library:
 
     def reindex(self, progress: Progress | None = None) -> IndexReport:
         """Rebuild every vector with the configured model (after changing model.name, say)."""
-        with self.writing("reindex"):
+        with self._exclusive("reindex"):
             return self._reindex(progress)
 
     def _reindex(self, progress: Progress | None) -> IndexReport:
@@ -275,11 +314,15 @@ class Library:
         return self.index(progress=progress)
 
     # -- queries ---------------------------------------------------------------------------------------
-    def _searcher(self) -> Searcher:
-        return Searcher(self.catalog, self.store(), self.text_embedder)
+    def _searcher(self, include_offline: bool, roots: Sequence[RootInfo]) -> Searcher:
+        offline = offline_roots(self.catalog, roots)  # their photos are left out unless include_offline
+        return Searcher(self.catalog, self.store(), self.text_embedder, offline, include_offline)
 
-    def search(self, query: str, k: int | None = None, folder: Path | None = None) -> list[SearchResult]:
-        where = None if folder is None else folder_where(self.roots(), folder)  # no catalog read when unfiltered
+    def search(
+        self, query: str, k: int | None = None, folder: Path | None = None, include_offline: bool = False
+    ) -> list[SearchResult]:
+        roots = self.roots()
+        where = folder_where(roots, folder)
         if self._text_instance is None and self._store_instance is None and query.strip():
             # The first search of a process loads the text tower in a thread while Chroma is imported and opened:
             # ONNX Runtime builds its session without the GIL, which cuts ~0.25 s of a ~2 s cold search.
@@ -287,13 +330,16 @@ class Library:
                 encoder = pool.submit(self.text_embedder)
                 self.store()
                 encoder.result()
-        return self._searcher().by_text(query, k or self.config.search.default_k, where)
+        return self._searcher(include_offline, roots).by_text(query, k or self.config.search.default_k, where)
 
-    def similar(self, photo: Path, k: int | None = None, folder: Path | None = None) -> list[SearchResult]:
+    def similar(
+        self, photo: Path, k: int | None = None, folder: Path | None = None, include_offline: bool = False
+    ) -> list[SearchResult]:
         """Photos like PHOTO: an indexed photo (its stored vector is used, and it is left out of the results)
         or any image file."""
-        where = folder_where(self.roots(), folder)
-        searcher = self._searcher()
+        roots = self.roots()
+        where = folder_where(roots, folder)
+        searcher = self._searcher(include_offline, roots)
         k = k or self.config.search.default_k
         path = photo.expanduser().absolute()
         record = self.catalog.by_path(path) or self.catalog.by_path(path.resolve())
@@ -305,11 +351,13 @@ class Library:
         exclude = frozenset({record.id}) if record is not None else frozenset()
         return searcher.by_vector(vector, k, where, exclude=exclude)
 
-    def similar_to_image(self, data: bytes, k: int | None = None, name: str = "upload") -> list[SearchResult]:
+    def similar_to_image(
+        self, data: bytes, k: int | None = None, name: str = "upload", include_offline: bool = False
+    ) -> list[SearchResult]:
         """Photos like an image given as bytes (an upload): decoded like any photo, EXIF orientation applied."""
         image = decode_photo(data, name=name, max_pixels=self.config.index.max_image_pixels).image
         vector = self.embedder().embed_images([image])[0]
-        return self._searcher().by_vector(vector, k or self.config.search.default_k)
+        return self._searcher(include_offline, self.roots()).by_vector(vector, k or self.config.search.default_k)
 
     def photo(self, photo_id: int) -> PhotoRecord:
         return self.catalog.get(photo_id)
@@ -326,9 +374,10 @@ class Library:
         counts = self.catalog.counts()
         roots = self.roots()
         stored = self.stored_model()
+        offline = offline_roots(self.catalog, roots)
         return LibraryStatus(
             roots=roots,
-            missing_roots=[r.path for r in roots if not root_available(r, self.catalog)],
+            missing_roots=[r.path for r in roots if r.id in offline],
             indexed=counts[PhotoStatus.INDEXED.value],
             pending=counts[PhotoStatus.PENDING.value],
             failed=counts[PhotoStatus.FAILED.value],
@@ -338,6 +387,7 @@ class Library:
             catalog_bytes=sum(_tree_size(self.catalog.path.with_name(self.catalog.path.name + s))
                               for s in ("", "-wal", "-shm")),
             vectors_bytes=_tree_size(self.config.chroma_dir),
+            moved_roots=moved_roots(self.catalog, roots, offline),
         )  # fmt: skip
 
     def failures(self) -> list[tuple[Path, str]]:

@@ -19,7 +19,7 @@ from photosearch.embedder import ModelIdentity
 from photosearch.errors import InvalidQueryError
 from photosearch.pathtext import display
 from photosearch.schema import PhotoStatus
-from photosearch.vectorstore import VectorStore, folder_filter
+from photosearch.vectorstore import VectorStore, excluding_roots, folder_filter
 
 MAX_K = 1000
 
@@ -36,6 +36,7 @@ class SearchResult:
     taken_at: datetime | None
     camera_make: str | None
     camera_model: str | None
+    offline: bool = False  # its library folder is missing (unmounted, or moved without `photosearch roots move`)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -74,10 +75,20 @@ class TextEmbedder(Protocol):
 
 
 class Searcher:
-    def __init__(self, catalog: Catalog, store: VectorStore, embedder: Callable[[], TextEmbedder]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: VectorStore,
+        embedder: Callable[[], TextEmbedder],
+        offline_roots: frozenset[int] = frozenset(),
+        include_offline: bool = False,
+    ) -> None:
+        """``offline_roots``: the ids of missing library roots, whose photos are left out unless include_offline."""
         self._catalog = catalog
         self._store = store
         self._embedder = embedder
+        self._offline = offline_roots
+        self._hidden = frozenset() if include_offline else offline_roots
 
     def by_text(self, query: str, k: int, where: dict[str, Any] | None = None) -> list[SearchResult]:
         if not query.strip():
@@ -94,14 +105,16 @@ class Searcher:
         exclude: frozenset[int] = frozenset(),
     ) -> list[SearchResult]:
         _check_k(k)
-        hits = self._store.query(vector, k + len(exclude), where)
+        hits = self._store.query(vector, k + len(exclude), excluding_roots(where, self._hidden))
         records = self._catalog.records(hit.photo_id for hit in hits)
         results: list[SearchResult] = []
         for hit in hits:
             record = records.get(hit.photo_id)
             if record is None or record.status != PhotoStatus.INDEXED or hit.photo_id in exclude:
                 continue
-            results.append(_result(len(results) + 1, record, hit.score))
+            if record.root_id in self._hidden:  # its vector's metadata ran ahead of the row (see roots.py)
+                continue
+            results.append(_result(len(results) + 1, record, hit.score, record.root_id in self._offline))
             if len(results) == k:
                 break
         return results
@@ -116,9 +129,9 @@ def folder_where(roots: Sequence[RootInfo], folder: Path | None) -> dict[str, An
     return folder_filter(*resolve_folder(roots, folder))
 
 
-def _result(rank: int, record: PhotoRecord, score: float) -> SearchResult:
+def _result(rank: int, record: PhotoRecord, score: float, offline: bool) -> SearchResult:
     return SearchResult(
         rank=rank, id=record.id, path=record.path, score=score, folder=record.folder, width=record.width,
         height=record.height, taken_at=record.taken_at, camera_make=record.camera_make,
-        camera_model=record.camera_model,
+        camera_model=record.camera_model, offline=offline,
     )  # fmt: skip

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 COLLECTION_PREFIX = "photos_"
 HNSW: CreateHNSWConfiguration = {"space": "cosine", "max_neighbors": 48, "ef_construction": 800, "ef_search": 768}
+UPDATE_BATCH = 5000  # under Chroma's max batch size for one update (5461)
 MAX_FOLDER_DEPTH = 16  # metadata keys d1..d16 hold a photo's ancestor folders for exact subtree filters
 
 
@@ -73,6 +74,14 @@ def folder_filter(root_id: int, folder: str) -> dict[str, Any]:
     if len(parts) > MAX_FOLDER_DEPTH:
         return {"$and": [{"root": root_id}, {"folder": folder}]}  # deeper than indexed: this folder only
     return {"$and": [{"root": root_id}, {f"d{len(parts)}": "/".join(parts)}]}
+
+
+def excluding_roots(where: dict[str, Any] | None, root_ids: frozenset[int]) -> dict[str, Any] | None:
+    """``where``, narrowed to vectors outside the given roots (evaluated inside the HNSW search, so k still come)."""
+    if not root_ids:
+        return where
+    clause: dict[str, Any] = {"root": {"$nin": sorted(root_ids)}}
+    return clause if where is None else {"$and": [where, clause]}
 
 
 @dataclass(frozen=True)
@@ -186,9 +195,12 @@ class VectorStore:
             )
 
     def update_metadata(self, ids: Sequence[int], metadatas: Sequence[dict[str, Any]]) -> None:
-        if ids:
+        """Set metadata keys of existing vectors; keys not given keep their values (Chroma merges them)."""
+        # Chroma refuses an update of more than its max batch size (5461) in one call; a moved folder can hold more.
+        for start in range(0, len(ids), UPDATE_BATCH):
             with self._writing() as collection:
-                collection.update(ids=[str(i) for i in ids], metadatas=list(metadatas))
+                collection.update(ids=[str(i) for i in ids[start : start + UPDATE_BATCH]],
+                                  metadatas=list(metadatas[start : start + UPDATE_BATCH]))  # fmt: skip
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         if not ids:

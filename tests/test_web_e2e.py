@@ -26,6 +26,7 @@ CHROMIUM = Path(os.environ.get("PHOTOSEARCH_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--host-resolver-rules=MAP evil.example 127.0.0.1",  # a name rebound to this machine (DNS rebinding)
 ]  # fmt: skip
 PHOTOS = 33  # one more page than the page's first (30), plus the GPS sample below
 GPS_PHOTO = "DSCN0010.jpg"  # NIKON COOLPIX P6000, 43.46745 N 11.88513 E
@@ -300,3 +301,48 @@ def test_indexing_progress_and_token_form(server, browser, shots):
     page.wait_for_load_state()
     page.wait_for_function("!location.search.includes('token')")  # the token leaves the address bar
     assert not page.crashes, page.crashes
+
+
+def test_photos_of_a_missing_folder_are_offered_with_a_badge(server, browser, shots, tiny_model_dir):
+    """A second library folder, indexed, then unplugged: its photos are left out, the page offers them, and
+    they come marked offline. The folder is forgotten again at the end, so the library is as the other tests
+    expect it."""
+    url, root = server
+    drive = root.parent / "drive"
+    for i in range(2):
+        make_photo(drive / f"d{i}.jpg", seed=200 + i, size=(400, 300))
+    config = make_config(root.parent / "data", tiny_model_dir)
+    with Library.open(config, embedder_factory=Counted()) as library:
+        library.index([drive])
+    drive.rename(root.parent / "drive-unplugged")
+    try:
+        page = _page(browser, 1280, 820)
+        page.goto(f"{url}/?q=a+red+ball")
+        page.wait_for_selector("#offline:not([hidden])")
+        assert page.inner_text("#offline") == "Include missing folders (1)"
+        _load_all(page, PHOTOS + 1)
+        assert page.locator("#grid .badge").count() == 0
+
+        page.check("#include-offline")
+        _load_all(page, PHOTOS + 3)
+        badged = _names(page, "#grid .tile:has(.badge) .name")
+        assert sorted(badged) == ["d0.jpg", "d1.jpg"] and set(_names(page, "#grid .badge")) == {"offline"}
+        assert "its library folder is missing" in page.locator("#grid .tile:has(.badge)").first.get_attribute("title")
+        page.locator("#grid .tile:has(.badge)").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / "desktop-offline.png"))
+        page.uncheck("#include-offline")
+        _load_all(page, PHOTOS + 1)
+        assert not page.crashes, page.crashes
+        page.context.close()
+    finally:
+        with Library.open(config, embedder_factory=Counted()) as library:
+            library.remove_root(drive)
+
+
+def _load_all(page, n: int) -> None:
+    """Scroll until the search has shown all ``n`` results."""
+    page.wait_for_function(f"document.getElementById('summary').textContent.includes('{n}') || "
+                           "document.querySelectorAll('#grid .tile').length >= 30")  # fmt: skip
+    page.locator("#more").scroll_into_view_if_needed()
+    page.wait_for_function(f"document.getElementById('summary').textContent.startsWith('All {n}')")
+    assert page.locator("#grid .tile").count() == n

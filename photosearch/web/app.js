@@ -10,10 +10,12 @@ const nf = new Intl.NumberFormat();
 class ApiError extends Error {}
 
 // Every call to the server. An error becomes one readable line from the API's {"error", "detail"} body.
+// The X-Photosearch header is what the server requires of a POST: no form or other site's page can send it.
 async function api(path, init = {}) {
   let response;
   try {
-    response = await fetch(path, { credentials: "same-origin", ...init });
+    const headers = { "X-Photosearch": "1", ...init.headers };
+    response = await fetch(path, { credentials: "same-origin", ...init, headers });
   } catch {
     throw new ApiError("the server is not reachable (is `photosearch serve` still running?)");
   }
@@ -78,16 +80,17 @@ async function loadMore() {
   $("summary").textContent = v.items.length ? "Loading more…" : "Searching…";
   try {
     let data;
+    const offline = $("include-offline").checked ? "&include_offline=true" : "";
     if (v.kind === "text") {
       const params = new URLSearchParams({ q: v.q, k: PAGE, offset: v.items.length });
-      data = await api(`/api/search?${params}`);
+      data = await api(`/api/search?${params}${offline}`);
     } else {
       // The upload endpoint has no offset: ask again for one page more (and one beyond, to know if there
       // is more) and keep the new tail.
       const wanted = Math.min(MAX_K - 1, v.items.length + PAGE);
       const form = new FormData();
       form.append("file", v.file);
-      data = await api(`/api/search/image?k=${wanted + 1}`, { method: "POST", body: form });
+      data = await api(`/api/search/image?k=${wanted + 1}${offline}`, { method: "POST", body: form });
       data.more = data.results.length > wanted;
       data.results = data.results.slice(v.items.length, wanted);
     }
@@ -140,6 +143,13 @@ function tile(r, open) {
   caption.innerHTML = `<span class="name"></span><span class="score" title="similarity score"></span>`;
   caption.firstChild.textContent = baseName(r.path);
   caption.lastChild.textContent = score(r);
+  if (r.offline) {
+    // Its library folder is missing (unplugged, or moved): the photo cannot be shown, only found.
+    const badge = Object.assign(document.createElement("span"), { className: "badge", textContent: "offline" });
+    caption.insertBefore(badge, caption.lastChild);
+    button.classList.add("offline");
+    button.title += " (offline: its library folder is missing)";
+  }
   button.append(img, caption);
   button.addEventListener("click", open);
   li.append(button);
@@ -301,6 +311,9 @@ async function pollStatus() {
     if (s.failed) parts.push(`${nf.format(s.failed)} failed`);
     $("status").textContent = parts.join(" · ");
     $("status").title = s.roots?.length ? `Library: ${s.roots.join(", ")}` : "No library folders yet";
+    const missing = s.missing_roots?.length || 0;
+    $("offline").hidden = !missing && !$("include-offline").checked;
+    $("offline-label").textContent = `Include missing folders (${nf.format(missing)})`;
   } catch (error) {
     $("status").textContent = "offline";
     $("status").title = error.message;
@@ -308,6 +321,14 @@ async function pollStatus() {
   $("status").classList.toggle("busy", busy);
   setTimeout(pollStatus, busy ? 2000 : 10000);
 }
+
+// Photos of missing library folders are left out unless asked for: the same search again, with them.
+$("include-offline").addEventListener("change", () => {
+  if (view.kind) {
+    startView({ kind: view.kind, q: view.q, file: view.file });
+    loadMore();
+  }
+});
 
 // ---- access token ------------------------------------------------------------------------------------
 function showTokenForm() {
