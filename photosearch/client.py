@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from photosearch import errors
 from photosearch.errors import (
     ImageError,
     InvalidQueryError,
@@ -98,10 +99,17 @@ def _header_safe(name: str) -> str:
 
 
 def _error(exc: urllib.error.HTTPError) -> PhotosearchError:
+    """The server's typed error again (its JSON names the class), so the CLI exits as if it ran locally."""
     try:
-        detail = json.loads(exc.read()).get("detail", exc.reason)
+        body = json.loads(exc.read())
+        detail, kind = body.get("detail", exc.reason), getattr(errors, str(body.get("error")), None)
     except (ValueError, AttributeError):
-        detail = exc.reason
+        detail, kind = exc.reason, None
     if exc.code == 415:
         return ImageError("upload", str(detail))
+    if isinstance(kind, type) and issubclass(kind, PhotosearchError):
+        try:
+            return kind(f"server: {detail}")
+        except TypeError:  # an error built from other arguments than a message: fall back to its status
+            pass
     return _BY_STATUS.get(exc.code, PhotosearchError)(f"server: {detail}")

@@ -110,8 +110,12 @@ def _page(results: list[SearchResult], offset: int, k: int) -> Results:
 def _details(record: PhotoRecord) -> PhotoDetails:
     fields = {name: getattr(record, name) for name in PhotoDetails.model_fields if hasattr(record, name)}
     return PhotoDetails(
-        **{**fields, "path": display(record.path), "folder": display(record.folder),
-           "error": record.error and display(record.error)},
+        **{
+            **fields,
+            "path": display(record.path),
+            "folder": display(record.folder),
+            "error": record.error and display(record.error),
+        },
         thumbnail_url=f"/api/photos/{record.id}/thumbnail",
         original_url=f"/api/photos/{record.id}/original",
     )

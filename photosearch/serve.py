@@ -45,7 +45,7 @@ def check_binding(config: Config, host: str) -> None:
 @contextmanager
 def _discovery_file(config: Config, host: str, port: int) -> Iterator[None]:
     path = config.data_dir / DISCOVERY
-    connect = "127.0.0.1" if not is_loopback(host) else host
+    connect = "127.0.0.1" if not is_loopback(host) else f"[{host}]" if ":" in host else host  # IPv6 in brackets
     data = {"pid": os.getpid(), "url": f"http://{connect}:{port}", "token": config.server.token}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold the token
     with os.fdopen(fd, "w") as fh:
