@@ -244,15 +244,16 @@ def _install_errors(app: FastAPI) -> None:
 
 
 def _install_security(app: FastAPI, server: ServerConfig) -> None:
-    """The last middleware added runs first: the web guard (Host, origin, non-simple POSTs), then the token,
-    then CORS."""
+    """The last middleware added runs first: the web guard (Host, origin, non-simple POSTs), then CORS, then the
+    token. CORS before the token, because a browser's preflight carries no token: it is answered (for the listed
+    origins only) without one, and the real request that follows still needs it."""
+    if server.token is not None:
+        _install_token(app, server.token)
     if server.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(server.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", CSRF_HEADER])  # fmt: skip
-    if server.token is not None:
-        _install_token(app, server.token)
     app.add_middleware(WebGuard, hosts=HostRule.for_server(server.host, server.allowed_hosts),
                        cors_origins=server.cors_origins)  # fmt: skip
 

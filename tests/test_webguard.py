@@ -246,3 +246,14 @@ def test_token_rules_hold_behind_the_guard(serve):
     _refused(client.post("/api/reindex"), 403, "MissingHeaderError")  # the cookie alone is what a form sends
     assert client.post("/api/reindex", headers={CSRF_HEADER: "1", "Origin": OWN_ORIGIN}).status_code == 202
     assert client.reindexed == [True, True]
+
+
+def test_a_preflight_from_a_cors_origin_needs_no_token_but_its_request_does(serve):
+    client = serve(token=TOKEN, cors_origins=("http://app.example:3000",))
+    theirs = {"Origin": "http://app.example:3000", "Sec-Fetch-Site": "cross-site"}
+    preflight = client.options("/api/search", headers={**theirs, "Access-Control-Request-Method": "GET",
+                                                        "Access-Control-Request-Headers": "authorization"})  # fmt: skip
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == theirs["Origin"]
+    _refused(client.get("/api/status", headers=theirs), 401, "Unauthorized")
+    got = client.get("/api/status", headers={**theirs, "Authorization": f"Bearer {TOKEN}"})
+    assert got.status_code == 200 and got.headers["access-control-allow-origin"] == theirs["Origin"]
