@@ -2,14 +2,17 @@
 
     start: take the writer lock -> catch up on everything that changed while stopped (a full index run)
     then:  watcher events -> intake (memory, bounded) -> work queue (catalog table, debounced, durable)
-           -> drained when batch_size paths are due or the oldest has waited batch_wait seconds
+           -> drained when batch_size paths are due or the oldest has waited batch_wait seconds, a chunk of
+              paths per run and the next chunk straight after, until nothing due is left
            -> the indexer, on just those paths (moves keep their vectors, see planner.py)
 
 A file still being written (modified less than ``settle`` seconds ago) is left out of a run, also of the
-catch-up, and queued again until it is quiet.
-SIGTERM/SIGINT set a stop flag that the indexer polls between files: the batch in flight is written and the
-process exits. A kill -9 at any moment is safe: the queue and the catalog are durable, the run journal makes
-the next start reconcile the stores, and the catch-up scan finds whatever the queue never saw.
+catch-up, and queued again, due the moment its mtime is ``settle`` seconds old. The loop sleeps until the queue
+next has a batch ready (or an event arrives), never a fixed period.
+SIGTERM/SIGINT set a stop flag that the indexer polls between files (and the planner while it scans): the model
+batch in flight is written and the process exits. A kill -9 at any moment is safe: the queue and the catalog
+are durable, the run journal makes the next start reconcile the stores, and the catch-up scan finds whatever
+the queue never saw.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from photosearch.errors import PhotosearchError
 from photosearch.indexer import IndexCancelled
 from photosearch.library import Library
 from photosearch.planner import Scope
+from photosearch.scanner import ScannedFile
 from photosearch.watcher import Change, Watcher
 from photosearch.workqueue import WorkQueue
 
@@ -35,6 +39,12 @@ log = logging.getLogger(__name__)
 STATE_KEY = "daemon"
 ERROR_KEY = "daemon_last_error"
 IDLE_CHECK = 5.0  # seconds between looks for library folders added by `photosearch index` meanwhile
+# Paths per run, in model batches: enough that a run's fixed costs (journal, counts, roots) vanish beside the
+# work, few enough that events are moved from memory to the durable queue, and progress shows, every few seconds.
+CHUNK_BATCHES = 8
+MIN_SLEEP = 0.02  # s: the loop never spins, whatever the clock says
+SETTLE_MARGIN = 0.05  # s past the settle time, so the re-check finds the file settled, not just short of it
+_FAILED = object()  # what _guard returns for a step that failed
 
 
 class Daemon:
@@ -49,6 +59,7 @@ class Daemon:
         self._intake_lock = threading.Lock()
         self._watcher: Watcher | None = None
         self._reindex_requested = threading.Event()
+        self._chunk = max(self.config.batch_size, CHUNK_BATCHES * library.config.model.batch_size)
 
     def request_reindex(self) -> None:
         """Rebuild every vector with the configured model, in the daemon's own loop (it holds the lock)."""
@@ -85,20 +96,29 @@ class Daemon:
             if self._reindex_requested.is_set():
                 self._reindex_requested.clear()
                 self._guard(self.library.reindex)
-            self._guard(self._drain_if_ready)
-            self._wake.wait(timeout=self._sleep_time())
+            drained = self._guard(self._drain_if_ready)
+            if drained is True:
+                continue  # more may be due: the next chunk at once (events are flushed first, above)
+            # After a failure, a pause: retrying a persistent error (a full disk) at once would spin and flood the log.
+            self._wake.wait(timeout=IDLE_CHECK if drained is _FAILED else self._sleep_time())
             self._wake.clear()
 
     def _catch_up(self) -> None:
         """Index whatever changed while the daemon was not running."""
         if self.library.roots():
+            started = time.time()
             report = self.library.index(should_stop=self.stop_event.is_set, settle=self.config.settle)
-            self._requeue(report.deferred)
-            log.info("caught up: %d new, %d changed, %d removed", report.new, report.changed, report.removed)
+            self.queue.finish((), self._settled_at(report.deferred), first_seen=started)
+            log.info(
+                "caught up: %d new, %d changed, %d removed, %d still being written",
+                report.new, report.changed, report.removed, len(report.deferred),
+            )  # fmt: skip
 
-    def _requeue(self, deferred: list[Path]) -> None:
-        if deferred:
-            self.queue.put([(path, None, False) for path in deferred], self.config.settle)
+    def _settled_at(self, deferred: list[ScannedFile]) -> list[tuple[Path, float]]:
+        """Each deferred file with the moment its mtime will be ``settle`` seconds old: it is looked at again then,
+        not after a fixed wait. An mtime in the future (a skewed clock) counts as now, so it is retried soon."""
+        now, settle = time.time(), self.config.settle
+        return [(f.path, min(f.mtime_ns / 1e9, now) + settle + SETTLE_MARGIN) for f in deferred]
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -112,12 +132,13 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
 
-    def _guard(self, step: Callable[[], object]) -> None:
-        """Run one step; a failure is logged and kept for `status`, and the daemon carries on."""
+    def _guard(self, step: Callable[[], object]) -> object:
+        """Run one step and return what it returned; a failure is logged and kept for `status`, and the daemon
+        carries on (then _FAILED is returned)."""
         try:
-            step()
+            return step()
         except IndexCancelled:
-            pass
+            return None
         except PhotosearchError as exc:
             self._record_error(str(exc))
             if exc.exit_code in (65, 69, 75, 78):  # model mismatch/unavailable, catalog too new, bad config
@@ -125,6 +146,7 @@ class Daemon:
         except Exception as exc:
             log.exception("indexing step failed")
             self._record_error(f"{type(exc).__name__}: {exc}")
+        return _FAILED
 
     def _record_error(self, message: str) -> None:
         log.error("%s", message)
@@ -145,12 +167,17 @@ class Daemon:
         self._wake.set()
 
     def _flush_intake(self) -> None:
+        """Move the changes noted in memory to the durable queue. Only memory is bounded (max_tracked_paths
+        between two flushes, which come between two chunks): the queue is on disk and read a chunk at a time."""
         with self._intake_lock:
             changes, self._intake = list(self._intake.values()), {}
             overflowed, self._overflowed = self._overflowed, False
-        if overflowed or self.queue.depth() + len(changes) > self.config.max_tracked_paths:
-            log.warning("too many changes to track one by one: rescanning every library folder")
-            self.queue.clear()
+        if overflowed:
+            log.warning(
+                "more than %d changes at once: rescanning every library folder instead of tracking them one by one",
+                self.config.max_tracked_paths,
+            )
+            self.queue.clear()  # the rescan covers every queued path
             changes = [Change(r.path, is_dir=True) for r in self.library.roots()]
         if changes:
             self.queue.put([(c.path, c.moved_from, c.is_dir) for c in changes], self.config.debounce)
@@ -166,28 +193,32 @@ class Daemon:
 
     # -- draining --------------------------------------------------------------------------------------
     def _sleep_time(self) -> float:
-        oldest = self.queue.oldest()
-        if oldest is None:
+        """Until the queue next has a batch ready (see _drain_if_ready); an event wakes the loop sooner."""
+        ready = self.queue.ready_at(self.config.batch_size, self.config.batch_wait)
+        if ready is None:
             return IDLE_CHECK
-        return max(0.05, min(IDLE_CHECK, self.config.debounce, self.config.settle, self.config.batch_wait))
+        return min(IDLE_CHECK, max(MIN_SLEEP, ready - time.time()))
 
-    def _drain_if_ready(self) -> None:
+    def _drain_if_ready(self) -> bool:
+        """Index one chunk of the due paths, once batch_size are due or the oldest has waited batch_wait; True
+        when it ran (more may be due)."""
         now = time.time()
-        due = self.queue.due(now, limit=self.config.max_tracked_paths)
+        due = self.queue.due(now, limit=self._chunk)
         if not due:
-            return
-        waited = now - min(entry.first_seen for entry in due)
-        if len(due) < self.config.batch_size and waited < self.config.batch_wait:
-            return
-        ready = due
-        scope = Scope([e.path for e in ready], {e.path: e.moved_from for e in ready if e.moved_from})
+            return False
+        first_seen = min(entry.first_seen for entry in due)
+        if len(due) < self.config.batch_size and now - first_seen < self.config.batch_wait:
+            return False
+        scope = Scope([e.path for e in due], {e.path: e.moved_from for e in due if e.moved_from})
         report = self.library.index_changes(scope, should_stop=self.stop_event.is_set, settle=self.config.settle)
-        self.queue.remove(ready)
-        self._requeue(report.deferred)
+        # Deferred files keep the first_seen of this chunk: once settled they are due, and have waited long enough.
+        self.queue.finish(due, self._settled_at(report.deferred), first_seen)
         log.info(
-            "indexed changes: %d new, %d changed, %d moved, %d removed, %d failed",
-            report.new, report.changed, report.moved, report.removed, report.failed,
+            "indexed changes: %d new, %d changed, %d moved, %d removed, %d failed, %d still being written; "
+            "%d waiting", report.new, report.changed, report.moved, report.removed, report.failed,
+            len(report.deferred), self.queue.depth(),
         )  # fmt: skip
+        return True
 
 
 def daemon_state(library: Library) -> dict[str, object]:

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -40,9 +40,12 @@ from photosearch.errors import ImageError
 from photosearch.imaging import PhotoFacts, decode_photo
 from photosearch.pathtext import display
 from photosearch.planner import Scope, Work, folder_of, make_plan
-from photosearch.scanner import ScanProblem
+from photosearch.scanner import ScannedFile, ScanProblem
 from photosearch.schema import PhotoStatus
 from photosearch.vectorstore import VectorStore, folder_metadata
+
+if TYPE_CHECKING:
+    from photosearch.roots import MovedRoot  # roots.py uses the run journal: imported for the type only
 
 JOURNAL_KEY = "run_state"
 DECODE_MARGIN = 1.5  # JPEGs decode at a reduced scale down to this times the model's input side
@@ -73,10 +76,20 @@ class IndexReport:
     embedded: int = 0  # images that went through the model
     reused: int = 0  # files whose vector was copied from byte-identical content (duplicates)
     missing_roots: list[Path] = field(default_factory=list)
+    moved_roots: list[MovedRoot] = field(default_factory=list)  # missing roots whose photos turned up elsewhere
     reconciled: bool = False
     seconds: float = 0.0
     handed_to_pid: int | None = None  # a running daemon took the work over
-    deferred: list[Path] = field(default_factory=list)  # still being written: left for a later run
+    deferred: list[ScannedFile] = field(default_factory=list)  # still being written: left for a later run
+
+    def summary(self) -> str:
+        """The report as one short log line: counts only, however many paths a run covered or deferred."""
+        return (
+            f"new={self.new}, changed={self.changed}, unchanged={self.unchanged}, moved={self.moved}, "
+            f"removed={self.removed}, failed={self.failed}, embedded={self.embedded}, reused={self.reused}, "
+            f"deferred={len(self.deferred)}, missing_roots={len(self.missing_roots)}, reconciled={self.reconciled}, "
+            f"seconds={self.seconds:.2f}"
+        )
 
 
 class IndexCancelled(Exception):
@@ -139,7 +152,12 @@ class Indexer:
         report.reconciled = self.reconcile_if_needed()
         self._catalog.set_meta({JOURNAL_KEY: f"running pid={os.getpid()}"})
         settled_before = None if settle is None else time.time_ns() - int(settle * 1e9)
-        plan = make_plan(self._catalog, self._config.index, roots, scope, settled_before)
+
+        def interrupt() -> None:
+            if should_stop():
+                raise IndexCancelled
+
+        plan = make_plan(self._catalog, self._config.index, roots, scope, settled_before, interrupt)
         report.unchanged, report.missing_roots, report.deferred = plan.unchanged, plan.missing_roots, plan.deferred
         for root, problem in plan.problems:
             self._record_scan_problem(root, problem, report)
@@ -147,7 +165,10 @@ class Indexer:
         _Run(self, report, plan.missing, should_stop).process(plan.work, progress or _NoProgress())
         self._catalog.set_meta({JOURNAL_KEY: None})
         report.seconds = time.monotonic() - started
-        log.info("index run: %s", report)
+        log.info("index run: %s", report.summary())
+        if report.deferred:  # a copied folder defers thousands: a few examples, and only when debugging
+            examples = ", ".join(display(f.path) for f in report.deferred[:3])
+            log.debug("still being written, left for later: %s%s", examples, ", ..." * (len(report.deferred) > 3))
         return report
 
     # -- consistency -----------------------------------------------------------------------------------
@@ -314,13 +335,12 @@ class _Run:
             try:
                 # Bounded decode-ahead: at most two batches of prepared images exist at any time.
                 for item in pending:
-                    if self.should_stop():
-                        self._flush()
-                        raise IndexCancelled
+                    self._stop_if_asked()
                     window.append(pool.submit(self._examine, item, moved_hashes))
                     if len(window) >= 2 * self.batch_size:
                         self._handle(window.popleft().result())
                 while window:
+                    self._stop_if_asked()
                     self._handle(window.popleft().result())
                 self._flush()
             except BaseException:
@@ -328,6 +348,12 @@ class _Run:
                     future.cancel()
                 raise
         self._remove_missing()
+
+    def _stop_if_asked(self) -> None:
+        """Between files: on a stop request, write the batch in hand and end the run (the rest is redone later)."""
+        if self.should_stop():
+            self._flush()
+            raise IndexCancelled
 
     def _examine(self, work: Work, moved_hashes: frozenset[str]) -> Outcome:
         with self.gate.working():

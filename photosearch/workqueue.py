@@ -1,8 +1,10 @@
 """The daemon's durable work queue, a table in the catalog: paths that changed and wait to be indexed.
 
 Events are debounced here: a path seen again only pushes its ``due_at`` back, so a file written in many
-chunks is one entry, processed once it has been quiet for the debounce time. Being in SQLite, the queue
-survives a crash; the daemon's catch-up scan at start covers anything that was never queued.
+chunks is one entry, processed once it has been quiet for the debounce time. A file found still being written
+goes back with the time it will have settled as its ``due_at``. Being in SQLite, the queue survives a crash;
+the daemon's catch-up scan at start covers anything that was never queued. Writes are one statement per batch
+of paths (a copied folder queues thousands at once), and the daemon reads it a chunk at a time.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.orm import Session
 
 from photosearch.catalog import Catalog
 from photosearch.schema import QueueEntry
@@ -34,25 +39,34 @@ class WorkQueue:
     def put(self, items: Iterable[tuple[Path, Path | None, bool]], debounce: float, now: float | None = None) -> None:
         """Queue (path, moved_from, is_dir) items, or push back the due time of paths already queued."""
         now = time.time() if now is None else now
+        rows = [{"path": str(path), "moved_from": _str(moved_from), "is_dir": is_dir, "first_seen": now,
+                 "due_at": now + debounce} for path, moved_from, is_dir in items]  # fmt: skip
         with self._catalog.session() as s, s.begin():
-            for path, moved_from, is_dir in items:
-                row = s.get(QueueEntry, str(path))
-                if row is None:
-                    s.add(QueueEntry(path=str(path), moved_from=_str(moved_from), is_dir=is_dir,
-                                     first_seen=now, due_at=now + debounce))  # fmt: skip
-                else:
-                    row.due_at = now + debounce
-                    row.is_dir = row.is_dir or is_dir
-                    row.moved_from = row.moved_from or _str(moved_from)
+            _upsert(s, rows, push_back=False)
+
+    def finish(self, done: Sequence[Queued], deferred: Iterable[tuple[Path, float]], first_seen: float) -> None:
+        """After a run: drop its entries (unless a newer event re-queued them meanwhile: their due_at moved), and
+        queue the (path, due_at) files it found still being written, due when they will have settled; a path
+        queued meanwhile keeps the later due time. One transaction: a kill in between would lose the deferred
+        paths until the next start's catch-up scan. ``first_seen``: when those changes were first seen."""
+        with self._catalog.session() as s, s.begin():
+            _remove(s, done)
+            _upsert(s, _deferred_rows(deferred, first_seen), push_back=True)
 
     def depth(self) -> int:
         with self._catalog.session() as s:
             return s.scalar(select(func.count()).select_from(QueueEntry)) or 0
 
-    def oldest(self) -> float | None:
-        """When the longest-waiting entry was first seen (bounds how long a batch may wait to fill)."""
+    def ready_at(self, batch_size: int, batch_wait: float) -> float | None:
+        """When, without further events, a batch will be ready: ``batch_size`` entries due, or one entry due that
+        was first seen ``batch_wait`` seconds before. None for an empty queue."""
         with self._catalog.session() as s:
-            return s.scalar(select(func.min(QueueEntry.first_seen)))
+            soonest = func.min(func.max(QueueEntry.due_at, QueueEntry.first_seen + batch_wait))
+            waited: float | None = s.scalar(select(soonest))
+            nth_due = s.scalar(select(QueueEntry.due_at).order_by(QueueEntry.due_at).offset(batch_size - 1).limit(1))
+        if waited is None or nth_due is None:
+            return waited
+        return min(waited, nth_due)
 
     def due(self, now: float, limit: int) -> list[Queued]:
         with self._catalog.session() as s:
@@ -64,14 +78,6 @@ class WorkQueue:
                 for r in rows
             ]
 
-    def remove(self, entries: Sequence[Queued]) -> None:
-        """Drop processed entries, unless a newer event re-queued them meanwhile (their due_at moved)."""
-        with self._catalog.session() as s, s.begin():
-            for entry in entries:
-                s.execute(
-                    delete(QueueEntry).where(QueueEntry.path == str(entry.path), QueueEntry.due_at == entry.due_at)
-                )
-
     def clear(self) -> None:
         with self._catalog.session() as s, s.begin():
             s.execute(delete(QueueEntry))
@@ -79,3 +85,27 @@ class WorkQueue:
 
 def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
+
+
+def _deferred_rows(items: Iterable[tuple[Path, float]], first_seen: float) -> list[dict[str, Any]]:
+    return [{"path": str(path), "moved_from": None, "is_dir": False, "first_seen": first_seen, "due_at": due_at}
+            for path, due_at in items]  # fmt: skip
+
+
+def _upsert(s: Session, rows: list[dict[str, Any]], push_back: bool) -> None:
+    """Insert rows; a path already queued keeps its first_seen and gets the new due_at (with ``push_back``, the
+    later of the two), and keeps being a folder or a move once it was one."""
+    if not rows:
+        return
+    stmt = insert(QueueEntry)
+    new = stmt.excluded
+    due_at = func.max(QueueEntry.due_at, new.due_at) if push_back else new.due_at
+    merged = {"due_at": due_at, "is_dir": QueueEntry.is_dir | new.is_dir,
+              "moved_from": func.coalesce(QueueEntry.moved_from, new.moved_from)}  # fmt: skip
+    s.execute(stmt.on_conflict_do_update(index_elements=[QueueEntry.path], set_=merged), rows)
+
+
+def _remove(s: Session, entries: Sequence[Queued]) -> None:
+    if entries:
+        stmt = delete(QueueEntry).where(QueueEntry.path == bindparam("p"), QueueEntry.due_at == bindparam("d"))
+        s.connection().execute(stmt, [{"p": str(e.path), "d": e.due_at} for e in entries])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
+import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,3 +118,79 @@ def assert_stores_agree(library: Library) -> set[int]:
     assert stored == indexed, f"only in Chroma: {stored - indexed}, only in catalog: {indexed - stored}"
     assert library.store().count() == len(indexed)
     return indexed
+
+
+class HashEmbedder:
+    """A fast Embedder, at the declared protocol and without a model: an image's vector is a deterministic
+    function of its pixels. For bursts of thousands of photos on 2 cores, where even the tiny CLIP model would
+    make the model, not the daemon, the thing measured. Counts every image it embeds, by pixel digest."""
+
+    identity = ModelIdentity(name="test/hash-embedder", revision="1", dim=16)
+    preferred_batch_size = 128  # few, large store writes: what the tests measure is the daemon, not Chroma
+    input_side = 32
+    on_cpu = True
+
+    def __init__(self) -> None:
+        self.seen: Counter[str] = Counter()  # pixel digest -> times embedded
+        self._lock = threading.Lock()  # the daemon thread embeds while a test reads the counts
+
+    @property
+    def images(self) -> int:
+        with self._lock:
+            return sum(self.seen.values())
+
+    def prepare(self, image: Image.Image, source_size: tuple[int, int] | None = None) -> np.ndarray:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        digests = [hashlib.blake2b(p.tobytes(), digest_size=16).digest() for p in prepared]
+        with self._lock:
+            self.seen.update(d.hex() for d in digests)
+        return np.stack([_unit(d) for d in digests])
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.embed_prepared([self.prepare(image) for image in images])
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([_unit(hashlib.blake2b(t.encode(), digest_size=16).digest()) for t in texts])
+
+
+def _unit(digest: bytes) -> np.ndarray:
+    vector = np.frombuffer(digest, dtype=np.uint8).astype(np.float32) - 127.5
+    return vector / np.linalg.norm(vector)
+
+
+def hash_config(data_dir: Path, **watch: object) -> Config:
+    """A config whose model is the HashEmbedder (its name is what the index records)."""
+    return Config(
+        data_dir=data_dir,
+        model=ModelConfig(name=HashEmbedder.identity.name, batch_size=HashEmbedder.preferred_batch_size),
+        watch={**watch},  # type: ignore[arg-type]
+    )
+
+
+def watch_with_hash_embedder(data_dir: str, watch_json: str) -> None:
+    """`photosearch watch` in this process's main thread (so SIGTERM is handled as in the CLI), on the
+    HashEmbedder, logging to the data directory's log file like the CLI: ``python -c`` runs it for tests."""
+    import json
+    import logging
+
+    from photosearch.daemon import Daemon
+
+    config = hash_config(Path(data_dir), **json.loads(watch_json))
+    config.log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(config.log_dir / "photosearch.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("photosearch").addHandler(handler)
+    logging.getLogger("photosearch").setLevel(logging.DEBUG)  # the debug lines must stay short too
+    embedder = HashEmbedder()
+    with Library.open(config, embedder_factory=lambda _config: embedder) as library:
+        Daemon(library).run()
+
+
+def readme_json_keys(command: str) -> list[str]:
+    """The keys the README's CLI reference table says `COMMAND --json` prints, in its order."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{command} "))
+    listed = row.split("`--json` prints", 1)[1].split(".", 1)[0]  # "one object per line with `rank`, `id`, ..."
+    return listed.split("`")[1::2]
