@@ -14,6 +14,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from daemonproc import FAST, Daemon
 from fastapi.testclient import TestClient
 from helpers import Counted, assert_stores_agree, make_config, make_photo
 
@@ -131,8 +132,6 @@ def test_cli_prints_names_escaped_and_takes_them_as_arguments(tmp_path, tiny_mod
 
 
 def test_the_daemon_follows_odd_names_created_renamed_and_deleted(tmp_path, tiny_model_dir):
-    from test_daemon import FAST, Daemon
-
     lib = tmp_path / "lib"
     make_photo(lib / "plain.jpg", seed=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
