@@ -34,6 +34,16 @@ def make_photo(path: Path, seed: int, size: tuple[int, int] = (320, 240), fmt: s
     return path
 
 
+def make_two_roots(base: Path) -> tuple[Path, Path]:
+    """Two library folders: A (3 photos) and B (5 photos, two in a subfolder), with distinct pictures."""
+    a, b = base / "A", base / "B"
+    for i in range(3):
+        make_photo(a / f"a{i}.jpg", seed=i)
+    for i in range(5):
+        make_photo(b / ("trip" if i < 2 else "") / f"b{i}.jpg", seed=10 + i)
+    return a, b
+
+
 class CountingEmbedder:
     """Wraps a real embedder at the declared Embedder interface and counts what reaches the model."""
 

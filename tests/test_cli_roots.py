@@ -14,7 +14,7 @@ import time
 import urllib.request
 
 import pytest
-from helpers import Counted, assert_stores_agree, make_config, make_photo
+from helpers import Counted, assert_stores_agree, make_config, make_two_roots
 
 from photosearch.library import Library
 
@@ -44,12 +44,7 @@ def ps(tmp_path, tiny_model_dir, env):
 
 @pytest.fixture
 def folders(tmp_path):
-    a, b = tmp_path / "A", tmp_path / "B"
-    for i in range(3):
-        make_photo(a / f"a{i}.jpg", seed=i)
-    for i in range(5):
-        make_photo(b / ("trip" if i < 2 else "") / f"b{i}.jpg", seed=10 + i)
-    return a, b
+    return make_two_roots(tmp_path)
 
 
 def _json_lines(result):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import Counted, assert_stores_agree, make_config, make_photo
+from helpers import Counted, assert_stores_agree, make_config, make_photo, make_two_roots
 
 from photosearch.errors import LibraryRootError
 from photosearch.indexer import JOURNAL_KEY
@@ -26,13 +26,7 @@ def library(tmp_path, tiny_model_dir, counted):
 
 @pytest.fixture
 def two_roots(tmp_path):
-    """A (3 photos) and B (5 photos, two in a subfolder), with distinct pictures."""
-    a, b = tmp_path / "A", tmp_path / "B"
-    for i in range(3):
-        make_photo(a / f"a{i}.jpg", seed=i)
-    for i in range(5):
-        make_photo(b / ("trip" if i < 2 else "") / f"b{i}.jpg", seed=10 + i)
-    return a, b
+    return make_two_roots(tmp_path)
 
 
 def _paths(results):
