@@ -11,14 +11,14 @@ import json
 import os
 import sys
 import traceback
-import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from photosearch.cli_roots import roots as roots_command
 from photosearch.pathtext import display, to_text
 
 if TYPE_CHECKING:
@@ -36,18 +36,29 @@ if TYPE_CHECKING:
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, data_dir: Path | None, model: str | None, debug: bool) -> None:
     """Semantic search over your photo folders, on your own machine."""
-    ctx.obj = {"config_path": config_path, "overrides": {"data_dir": data_dir, "model.name": model}}
+    ctx.obj = {"config_path": config_path, "overrides": {"data_dir": data_dir, "model.name": model}, "debug": debug}
+
+
+cli.add_command(roots_command)
 
 
 @contextmanager
-def _library(ctx: click.Context) -> Iterator[Library]:
+def _library(ctx: click.Context, *, long_running: bool = False) -> Iterator[Library]:
     from photosearch.config import load_config
     from photosearch.library import Library
 
     config = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
     _log_to_file(config.log_dir)
-    with Library.open(config) as library:
+    with _decoder_output_to_log(ctx, long_running), Library.open(config) as library:
         yield library
+
+
+def _decoder_output_to_log(ctx: click.Context, enabled: bool) -> AbstractContextManager[None]:
+    """Long-running commands: what C decoders print on fd 2 (libtiff's warnings) to the log, not through the
+    progress bar. Not with --debug, where seeing all of it where it happens matters more."""
+    from photosearch.nativeoutput import native_output_to_log
+
+    return native_output_to_log() if enabled and not ctx.obj.get("debug") else nullcontext()
 
 
 class _TqdmProgress:
@@ -76,7 +87,7 @@ class _TqdmProgress:
 def index(ctx: click.Context, folders: tuple[Path, ...], progress: bool) -> None:
     """Index FOLDERS (remembered as library roots), or every known root when none are given."""
     bar = _TqdmProgress(progress)
-    with _library(ctx) as library:
+    with _library(ctx, long_running=True) as library:
         try:
             report = library.index(list(folders), progress=bar)
         finally:
@@ -90,7 +101,7 @@ def index(ctx: click.Context, folders: tuple[Path, ...], progress: bool) -> None
 def reindex(ctx: click.Context, progress: bool) -> None:
     """Rebuild every vector with the configured model (needed after changing the model)."""
     bar = _TqdmProgress(progress)
-    with _library(ctx) as library:
+    with _library(ctx, long_running=True) as library:
         try:
             report = library.reindex(progress=bar)
         finally:
@@ -110,13 +121,17 @@ def _print_report(report: IndexReport) -> None:
         f"{report.removed} removed, {report.failed} failed "
         f"({report.embedded} embedded, {report.reused} reused from identical files) in {report.seconds:.1f}s"
     )
-    for root in report.missing_roots:
+    moved = {m.root for m in report.moved_roots}  # for these, the hint below says more
+    for root in (r for r in report.missing_roots if r not in moved):
         click.echo(f"warning: library folder {display(root)} is missing (unmounted?); its photos were kept", err=True)
+    for hint in report.moved_roots:
+        click.echo(f"warning: {hint.message()}", err=True)
     if report.failed:
         click.echo("see `photosearch status --failed` for the reasons", err=True)
 
 
-_RESULT_KEYS = ("rank", "id", "path", "score", "folder", "width", "height", "taken_at")
+_RESULT_KEYS = ("rank", "id", "path", "score", "folder", "width", "height", "taken_at", "camera_make", "camera_model",
+               "offline")  # fmt: skip
 
 
 def _print_results(results: Sequence[dict[str, Any]], as_json: bool) -> None:
@@ -128,7 +143,8 @@ def _print_results(results: Sequence[dict[str, Any]], as_json: bool) -> None:
     if not results:
         click.echo("no results (is anything indexed? see `photosearch status`)", err=True)
     for result in results:
-        click.echo(f"{result['rank']:3d}  {result['score']:.4f}  {result['path']}")
+        offline = "  (offline: its library folder is missing)" if result.get("offline") else ""
+        click.echo(f"{result['rank']:3d}  {result['score']:.4f}  {result['path']}{offline}")
 
 
 def _running_server(ctx: click.Context) -> ServerClient | None:
@@ -144,6 +160,9 @@ def _running_server(ctx: click.Context) -> ServerClient | None:
 _K = click.option("-k", "--top", "k", type=click.IntRange(1, 1000), help="How many results (default 10).")
 _JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
 _FOLDER = click.option("--folder", type=click.Path(path_type=Path), help="Only photos under this folder.")
+_OFFLINE = click.option(
+    "--include-offline", is_flag=True, help="Also photos of missing library folders (unmounted, or moved)."
+)
 
 
 @cli.command()
@@ -151,17 +170,22 @@ _FOLDER = click.option("--folder", type=click.Path(path_type=Path), help="Only p
 @_K
 @_JSON
 @_FOLDER
+@_OFFLINE
 @click.pass_context
-def search(ctx: click.Context, query: str, k: int | None, as_json: bool, folder: Path | None) -> None:
+def search(
+    ctx: click.Context, query: str, k: int | None, as_json: bool, folder: Path | None, include_offline: bool
+) -> None:
     """Photos that match a text QUERY, best first."""
     server = _running_server(ctx)
     if server is not None:
         folder_arg = to_text(folder.expanduser().resolve()) if folder else None  # the wire form, as stored
-        reply = server.get("/api/search", q=query, k=k or 10, folder=folder_arg)
+        offline = "true" if include_offline else None
+        reply = server.get("/api/search", q=query, k=k or 10, folder=folder_arg, include_offline=offline)
         _print_results(reply["results"], as_json)
         return
     with _library(ctx) as library:
-        _print_results([r.to_dict() for r in library.search(query, k=k, folder=folder)], as_json)
+        results = library.search(query, k=k, folder=folder, include_offline=include_offline)
+        _print_results([r.to_dict() for r in results], as_json)
 
 
 @cli.command()
@@ -169,28 +193,35 @@ def search(ctx: click.Context, query: str, k: int | None, as_json: bool, folder:
 @_K
 @_JSON
 @_FOLDER
+@_OFFLINE
 @click.pass_context
-def similar(ctx: click.Context, photo: Path, k: int | None, as_json: bool, folder: Path | None) -> None:
+def similar(
+    ctx: click.Context, photo: Path, k: int | None, as_json: bool, folder: Path | None, include_offline: bool
+) -> None:
     """Photos that look like PHOTO (an indexed photo or any image file)."""
     server = _running_server(ctx)
     if server is not None and folder is None:
-        _print_results(_similar_via_server(server, photo, k or 10), as_json)
+        _print_results(_similar_via_server(server, photo, k or 10, include_offline), as_json)
         return
     with _library(ctx) as library:
-        _print_results([r.to_dict() for r in library.similar(photo, k=k, folder=folder)], as_json)
+        results = library.similar(photo, k=k, folder=folder, include_offline=include_offline)
+        _print_results([r.to_dict() for r in results], as_json)
 
 
-def _similar_via_server(server: ServerClient, photo: Path, k: int) -> list[dict[str, Any]]:
+def _similar_via_server(server: ServerClient, photo: Path, k: int, include_offline: bool) -> list[dict[str, Any]]:
     from photosearch.errors import PhotoNotFoundError
+
+    offline = "true" if include_offline else None
 
     try:
         found = server.get("/api/lookup", path=to_text(photo.expanduser().absolute()))
     except PhotoNotFoundError:
         found = None
     if found is not None and found["status"] == "indexed":
-        results: list[dict[str, Any]] = server.get(f"/api/photos/{found['id']}/similar", k=k)["results"]
+        endpoint = f"/api/photos/{found['id']}/similar"
+        results: list[dict[str, Any]] = server.get(endpoint, k=k, include_offline=offline)["results"]
         return results
-    results = server.post_file("/api/search/image", photo.expanduser(), k=k)["results"]
+    results = server.post_file("/api/search/image", photo.expanduser(), k=k, include_offline=offline)["results"]
     return [r for r in results if found is None or r["id"] != found["id"]]
 
 
@@ -201,7 +232,7 @@ def watch(ctx: click.Context) -> None:
     from photosearch.daemon import Daemon
 
     _log_to_stderr()
-    with _library(ctx) as library:
+    with _library(ctx, long_running=True) as library:
         Daemon(library).run()
 
 
@@ -214,15 +245,18 @@ def serve(ctx: click.Context, host: str | None, port: int | None, watch: bool) -
     """Serve the HTTP API and the web page (and, by default, the watch daemon) in one process."""
 
     from photosearch.config import load_config
+    from photosearch.serve import check_binding
     from photosearch.serve import serve as run_server
 
     config = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
-    _log_to_file(config.log_dir)
-    _log_to_stderr()
     host = host or config.server.host
     port = port or config.server.port
+    check_binding(config, host)  # before the banner: a refused binding must not announce that it serves
+    _log_to_file(config.log_dir)
+    _log_to_stderr()
     click.echo(f"photosearch: serving on http://{host}:{port}  (Ctrl-C to stop)", err=True)
-    run_server(config, host, port, watch=watch)
+    with _decoder_output_to_log(ctx, True):
+        run_server(config, host, port, watch=watch)
 
 
 @cli.command()
@@ -256,6 +290,8 @@ def _print_status(info: dict[str, Any]) -> None:
     for root in info["roots"]:
         mark = "  (missing or empty)" if root in info["missing_roots"] else ""
         click.echo(f"library   {root}{mark}")
+    for moved in info.get("moved_roots", []):
+        click.echo(f"hint      library folder {moved['root']} looks moved to {moved['to']}: run `{moved['command']}`")
     if not info["roots"]:
         click.echo("library   (none yet: run `photosearch index FOLDER`)")
     click.echo(f"photos    {info['indexed']} indexed, {info['pending']} pending, {info['failed']} failed")
@@ -297,24 +333,31 @@ def _log_to_file(log_dir: Path) -> None:
     logger = logging.getLogger("photosearch")
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
+    logging.getLogger("py.warnings").addHandler(handler)  # Python warnings, once captured (_quiet_libraries)
 
 
 def _log_to_stderr() -> None:
     """Long-running commands (watch, serve) also log what they do to the terminal."""
     import logging
 
-    handler = logging.StreamHandler()
+    from photosearch.nativeoutput import StderrHandler
+
+    handler = StderrHandler()  # the terminal even while fd 2 goes to the log (_decoder_output_to_log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     logging.getLogger("photosearch").addHandler(handler)
 
 
 def _quiet_libraries(debug: bool) -> None:
-    """Library chatter (weight-loading bars, corrupt-EXIF warnings) is noise on a terminal; --debug keeps it."""
+    """Library chatter (weight-loading bars, corrupt-EXIF warnings) is noise on a terminal; --debug keeps it there."""
     if debug:
         return
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\..*")
+    import logging
+
+    # Python warnings (PIL's on corrupt EXIF, ...) to the log file; until _log_to_file, nowhere (not lastResort).
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").addHandler(logging.NullHandler())
 
 
 def run() -> None:

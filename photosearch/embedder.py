@@ -290,8 +290,7 @@ def _load_parts(
         if not isinstance(model_config, CLIPConfig):
             kind = type(model_config).__name__.removesuffix("Config")
             raise ModelNotAvailableError(f"model {config.name!r} is a {kind} model, not CLIP: {_HINT}")
-        raw = json.loads(_resolve(source, "preprocessor_config.json", kwargs).read_text(encoding="utf-8"))
-        preprocess = Preprocess.from_dict(raw)
+        preprocess = Preprocess.from_dict(_image_processor_dict(source, kwargs))
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         loaded: Any = CLIPModel.from_pretrained(
             source, config=model_config, dtype=torch.float32, output_loading_info=True, **kwargs
@@ -302,7 +301,7 @@ def _load_parts(
             raise  # _load_hub tells "not cached" from "cannot download"
         raise ModelNotAvailableError(
             f"model folder {source!r} does not hold a complete saved CLIP model (config.json, weights,"
-            f" tokenizer, preprocessor_config.json): save one with save_pretrained {_SAVED}"
+            f" tokenizer, preprocessor_config.json or processor_config.json): save one with save_pretrained {_SAVED}"
         ) from exc
     if info["missing_keys"]:  # transformers fills missing weights with random values: silent garbage vectors
         raise ModelNotAvailableError(
@@ -319,6 +318,26 @@ def _resolve(source: str, filename: str, kwargs: dict[str, Any]) -> Path:
     if path is None:
         raise FileNotFoundError(filename)
     return Path(path)
+
+
+def _image_processor_dict(source: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The image processor's settings, found where transformers itself looks, in its order.
+
+    transformers 5's ``Processor.save_pretrained`` writes them nested in processor_config.json (and no
+    preprocessor_config.json); older versions, and most hub repositories, have preprocessor_config.json.
+    """
+    from transformers.utils.hub import cached_file
+
+    for filename, nested in (("processor_config.json", "image_processor"), ("preprocessor_config.json", None)):
+        path = cached_file(source, filename, _raise_exceptions_for_missing_entries=False, **kwargs)
+        if path is None:
+            continue
+        raw: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+        if nested is None:
+            return raw
+        if isinstance(raw.get(nested), dict):
+            return dict(raw[nested])
+    raise FileNotFoundError("neither processor_config.json (with an image_processor) nor preprocessor_config.json")
 
 
 def _device(config: ModelConfig) -> torch.device:

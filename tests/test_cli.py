@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from helpers import Counted, assert_stores_agree, make_config, make_photo
+from helpers import Counted, assert_stores_agree, make_config, make_photo, readme_json_keys
 
 from photosearch.library import Library
 
@@ -79,6 +79,19 @@ def test_index_search_similar_status(ps, photos, tiny_model_dir, tmp_path):
     assert "8 indexed, 0 pending, 1 failed" in text
     log = (tmp_path / "data" / "logs" / "photosearch.log").read_text()
     assert f"failed: {photos / 'broken.jpg'}: not an image" in log and "index run:" in log
+
+
+def test_search_json_prints_every_key_the_readme_lists(ps, photos, exif_samples):
+    (photos / "Canon_40D.jpg").write_bytes((exif_samples / "jpg" / "Canon_40D.jpg").read_bytes())
+    ps("index", photos)
+    documented = readme_json_keys("search")
+    assert {"camera_make", "camera_model", "taken_at"} <= set(documented)  # the parse found the list
+    for command in (["search", "a camera"], ["similar", photos / "p1.jpg"]):
+        hits = [json.loads(line) for line in ps(*command, "-k", "20", "--json").stdout.splitlines()]
+        assert hits and all(list(hit) == documented for hit in hits)
+        canon = next(hit for hit in hits if hit["path"].endswith("Canon_40D.jpg"))
+        assert (canon["camera_make"], canon["camera_model"]) == ("Canon", "Canon EOS 40D")
+        assert canon["taken_at"].startswith("2008-05-30T15:56:01") and canon["offline"] is False
 
 
 def test_model_change_is_refused_with_one_line_then_reindex(ps, photos, tiny_model_dir_b):
