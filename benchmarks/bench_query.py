@@ -40,7 +40,7 @@ import numpy as np
 from machine import cpu_model, save_random_clip  # benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATOR_VERSION = 2  # bump when make_vectors changes, so cached indexes are rebuilt
+GENERATOR_VERSION = 3  # bump when the generated index changes (3: a mounted root), so cached ones are rebuilt
 
 SUBJECTS = ["a dog", "two cats", "a child", "an old man", "a red car", "a bicycle", "a birthday cake", "a sailboat",
             "my grandmother", "a horse", "fireworks", "a snowman", "a wedding couple", "a tent", "a lighthouse",
@@ -155,6 +155,9 @@ def build_index(folder: Path, model: Path, vectors: np.ndarray, of: np.ndarray) 
     identity = encoder.identity
     shutil.rmtree(folder, ignore_errors=True)  # a build that was interrupted
     (folder / "photos").mkdir(parents=True)
+    # The catalog's photos are synthetic: the root holds no files. An empty root whose catalog has photos reads
+    # as an unmounted drive, and its photos would be left out of every search (offline), so mark it mounted.
+    (folder / "photos" / "MOUNTED").touch()
     catalog = Catalog.open(folder / "catalog.sqlite3")
     root = catalog.add_root(folder / "photos")
     catalog.set_meta({MODEL_KEY: json.dumps({"name": identity.name, "revision": identity.revision,
