@@ -161,6 +161,9 @@ class Daemon:
                 earlier = self._intake.get(change.path)
                 if earlier is not None and earlier.moved_from and not change.moved_from:
                     change = Change(change.path, earlier.moved_from, change.is_dir or earlier.is_dir, change.deleted)
+                source = self._intake.pop(change.moved_from, None) if change.moved_from else None
+                if source is not None and source.moved_from:  # a -> b -> c: c came from a (see WorkQueue.put)
+                    change = Change(change.path, source.moved_from, change.is_dir, change.deleted)
                 self._intake[change.path] = change
             else:
                 self._overflowed = True  # too many to track one by one: rescan the roots instead

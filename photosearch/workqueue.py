@@ -37,11 +37,15 @@ class WorkQueue:
         self._catalog = catalog
 
     def put(self, items: Iterable[tuple[Path, Path | None, bool]], debounce: float, now: float | None = None) -> None:
-        """Queue (path, moved_from, is_dir) items, or push back the due time of paths already queued."""
+        """Queue (path, moved_from, is_dir) items, or push back the due time of paths already queued.
+
+        A move takes over what is queued for its source: run on its own, an earlier edit of the source would find
+        the file gone and drop its row and vector, and the move would then embed the file again as a new photo."""
         now = time.time() if now is None else now
         rows = [{"path": str(path), "moved_from": _str(moved_from), "is_dir": is_dir, "first_seen": now,
                  "due_at": now + debounce} for path, moved_from, is_dir in items]  # fmt: skip
         with self._catalog.session() as s, s.begin():
+            _supersede_sources(s, rows)
             _upsert(s, rows, push_back=False)
 
     def finish(self, done: Sequence[Queued], deferred: Iterable[tuple[Path, float]], first_seen: float) -> None:
@@ -103,6 +107,19 @@ def _upsert(s: Session, rows: list[dict[str, Any]], push_back: bool) -> None:
     merged = {"due_at": due_at, "is_dir": QueueEntry.is_dir | new.is_dir,
               "moved_from": func.coalesce(QueueEntry.moved_from, new.moved_from)}  # fmt: skip
     s.execute(stmt.on_conflict_do_update(index_elements=[QueueEntry.path], set_=merged), rows)
+
+
+def _supersede_sources(s: Session, rows: list[dict[str, Any]]) -> None:
+    """Drop the queued entries of the moves' sources (for a folder, everything queued below it too); a source
+    that was itself the destination of a queued move hands that hint on (a -> b, then b -> c: c came from a)."""
+    sources = {row["moved_from"]: row for row in rows if row["moved_from"]}
+    for source, row in sources.items():
+        below = QueueEntry.path.startswith(source.rstrip("/") + "/", autoescape=True)
+        where = QueueEntry.path == source if not row["is_dir"] else (QueueEntry.path == source) | below
+        earlier = s.scalar(select(QueueEntry.moved_from).where(QueueEntry.path == source))
+        if earlier:
+            row["moved_from"] = earlier
+        s.execute(delete(QueueEntry).where(where))
 
 
 def _remove(s: Session, entries: Sequence[Queued]) -> None:

@@ -298,3 +298,17 @@ def test_the_queue_puts_deferred_files_back_due_when_settled_and_keeps_newer_eve
         assert queue.ready_at(batch_size=4, batch_wait=100.0) == 105.0
         queue.finish([], [(b, 101.0)], first_seen=100.0)  # an earlier settle time never advances a later due one
         assert {e.path for e in queue.due(now=102.0, limit=10)} == set()
+
+
+def test_a_move_takes_over_what_is_queued_for_its_source(tmp_path: Path) -> None:
+    """An edit of a.jpg still queued when a.jpg is renamed must not run on its own (it would find a.jpg gone and
+    drop its row and vector before the move is seen): the move's entry takes it over, with the older hint."""
+    with Library.open(hash_config(tmp_path / "data"), embedder_factory=lambda _c: HashEmbedder()) as library:
+        queue = WorkQueue(library.catalog)
+        a, b, c, other = Path("/l/a.jpg"), Path("/l/b.jpg"), Path("/l/c.jpg"), Path("/l/other.jpg")
+        old, new, inside = Path("/l/old"), Path("/l/new"), Path("/l/old/x.jpg")
+        queue.put([(a, None, False), (other, None, False), (inside, None, False)], debounce=0.0, now=100.0)
+        queue.put([(b, a, False)], debounce=0.0, now=101.0)
+        assert {e.path: e.moved_from for e in queue.due(now=200.0, limit=10)} == {b: a, other: None, inside: None}
+        queue.put([(c, b, False), (new, old, True)], debounce=0.0, now=102.0)  # a -> b -> c; a folder moved
+        assert {e.path: e.moved_from for e in queue.due(now=200.0, limit=10)} == {c: a, other: None, new: old}
