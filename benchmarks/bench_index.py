@@ -162,15 +162,15 @@ def reference_loop(model: Path, paths: list[Path]) -> tuple[float, np.ndarray, l
 
 def load_embedder_for(args: argparse.Namespace, model: Path):
     from photosearch.config import ModelConfig
-    from photosearch.embedder import load_embedder
+    from photosearch.models.embedder import load_embedder
 
     return load_embedder(ModelConfig.model_validate(model_config(args, model)))
 
 
 def fast_path_input(embedder, path: Path) -> np.ndarray:
     """The 224x224 uint8 input photosearch's indexer makes of a photo (reduced JPEG decode, then prepare)."""
-    from photosearch.imaging import decode_photo
-    from photosearch.indexer import DECODE_MARGIN
+    from photosearch.indexing.imaging import decode_photo
+    from photosearch.indexing.indexer import DECODE_MARGIN
 
     min_side = int(np.ceil(DECODE_MARGIN * embedder.input_side))
     photo = decode_photo(path.read_bytes(), name=str(path), max_pixels=10**9, min_side=min_side)
@@ -181,7 +181,7 @@ def model_alone(args: argparse.Namespace, embedder, photos: list[Path]) -> float
     """Photos/s of the loaded image tower on ready tensors, in batches of the size the indexer uses."""
     import torch
 
-    from photosearch.preprocess import pixel_batch
+    from photosearch.models.preprocess import pixel_batch
 
     batch = embedder.preferred_batch_size
     prepared = [fast_path_input(embedder, path) for path in photos[:batch]]
@@ -205,7 +205,7 @@ def decode_alone(embedder, photos: list[Path]) -> float:
     import hashlib
     from concurrent.futures import ThreadPoolExecutor
 
-    from photosearch.indexer import _decode_workers
+    from photosearch.indexing.indexer import _decode_workers
 
     def one(path: Path) -> None:
         hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()

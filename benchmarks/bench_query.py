@@ -64,7 +64,7 @@ def model_worker(folder: Path, tiny: bool, texts: list[str]) -> None:
     from transformers import CLIPModel
 
     from photosearch.config import ModelConfig
-    from photosearch.textencoder import load_text_encoder
+    from photosearch.models.textencoder import load_text_encoder
 
     small = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
     save_random_clip(folder, small if tiny else None, projection_dim=64)
@@ -143,12 +143,12 @@ def build_index(folder: Path, model: Path, vectors: np.ndarray, of: np.ndarray) 
     """Catalog rows (status indexed) and Chroma vectors, written through photosearch's own stores."""
     from sqlalchemy import insert
 
-    from photosearch.catalog import Catalog
     from photosearch.config import ModelConfig
     from photosearch.library import MODEL_KEY
-    from photosearch.schema import Photo, PhotoStatus
-    from photosearch.textencoder import load_text_encoder
-    from photosearch.vectorstore import VectorStore, folder_metadata
+    from photosearch.models.textencoder import load_text_encoder
+    from photosearch.stores.catalog import Catalog
+    from photosearch.stores.schema import Photo, PhotoStatus
+    from photosearch.stores.vectors import VectorStore, folder_metadata
 
     encoder = load_text_encoder(ModelConfig(name=str(model)))
     assert encoder is not None
@@ -191,8 +191,8 @@ def build_index(folder: Path, model: Path, vectors: np.ndarray, of: np.ndarray) 
 
 def prepare_index(cache: Path, model: Path, n: int, seed: int, texts: list[str], extra: int):
     from photosearch.config import ModelConfig
-    from photosearch.textencoder import load_text_encoder
-    from photosearch.vectorstore import HNSW
+    from photosearch.models.textencoder import load_text_encoder
+    from photosearch.stores.vectors import HNSW
 
     encoder = load_text_encoder(ModelConfig(name=str(model)))
     assert encoder is not None
@@ -324,7 +324,7 @@ def run(args: argparse.Namespace) -> None:
     cold, cold_rss = cold_search(index, model, texts[0], args.cold_runs)
     from tokenizers import Tokenizer
 
-    from photosearch.vectorstore import HNSW
+    from photosearch.stores.vectors import HNSW
 
     hnsw = f"M={HNSW['max_neighbors']} ef_c={HNSW['ef_construction']} ef_s={HNSW['ef_search']}"
     tokens = [len(e.ids) for e in Tokenizer.from_file(str(model / "tokenizer.json")).encode_batch(texts)]

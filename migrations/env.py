@@ -7,11 +7,11 @@ offline (SQL script) mode.
 
 from alembic import context
 
-from photosearch.schema import Base
+from photosearch.stores.schema import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("photosearch migrations run through photosearch.catalog, not the alembic CLI")
+    raise RuntimeError("photosearch migrations run through photosearch.stores.catalog, not the alembic CLI")
 
 # render_as_batch: SQLite cannot ALTER most things; batch mode rebuilds tables so later migrations can.
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)

@@ -22,9 +22,9 @@ from photosearch.cli_roots import roots as roots_command
 from photosearch.pathtext import display, to_text
 
 if TYPE_CHECKING:
-    from photosearch.client import ServerClient
-    from photosearch.indexer import IndexReport
+    from photosearch.indexing.indexer import IndexReport
     from photosearch.library import Library
+    from photosearch.serving.client import ServerClient
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,8 +149,8 @@ def _print_results(results: Sequence[dict[str, Any]], as_json: bool) -> None:
 
 def _running_server(ctx: click.Context) -> ServerClient | None:
     """A `photosearch serve` for this data directory, if one runs: asking it avoids loading the model."""
-    from photosearch.client import ServerClient, running_server
     from photosearch.config import load_config
+    from photosearch.serving.client import ServerClient, running_server
 
     config = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
     found = running_server(config.data_dir)
@@ -229,7 +229,7 @@ def _similar_via_server(server: ServerClient, photo: Path, k: int, include_offli
 @click.pass_context
 def watch(ctx: click.Context) -> None:
     """Keep the index current: catch up, then follow changes as they happen (runs in the foreground)."""
-    from photosearch.daemon import Daemon
+    from photosearch.watching.daemon import Daemon
 
     _log_to_stderr()
     with _library(ctx, long_running=True) as library:
@@ -245,8 +245,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, watch: bool) -
     """Serve the HTTP API and the web page (and, by default, the watch daemon) in one process."""
 
     from photosearch.config import load_config
-    from photosearch.serve import check_binding
-    from photosearch.serve import serve as run_server
+    from photosearch.serving.serve import check_binding
+    from photosearch.serving.serve import serve as run_server
 
     config = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
     host = host or config.server.host
@@ -270,7 +270,7 @@ def status(ctx: click.Context, as_json: bool, show_failed: bool) -> None:
         data = server.get("/api/status")
         failures: list[tuple[Path, str]] = []
     else:
-        from photosearch.daemon import daemon_state
+        from photosearch.watching.daemon import daemon_state
 
         with _library(ctx) as library:
             data = library.status().to_dict() | {"daemon": daemon_state(library)}

@@ -18,8 +18,8 @@ import click
 from photosearch.pathtext import display, to_text
 
 if TYPE_CHECKING:
-    from photosearch.client import ServerClient
     from photosearch.library import Library
+    from photosearch.serving.client import ServerClient
 
 
 @click.group(invoke_without_command=True)
@@ -111,8 +111,8 @@ def _listing(ctx: click.Context) -> dict[str, Any]:
 
 def _pick(rows: list[dict[str, Any]], which: str) -> dict[str, Any]:
     """The library folder a command names: by path (as typed, or resolved), or by the id `photosearch roots` shows."""
-    from photosearch.catalog import RootInfo
-    from photosearch.roots import find_root
+    from photosearch.indexing.roots import find_root
+    from photosearch.stores.catalog import RootInfo
 
     infos = [RootInfo(r["id"], Path(r["path"]), datetime.fromisoformat(r["added_at"]), None) for r in rows]
     target: Path | int = int(which) if which.isdigit() and not Path(which).exists() else Path(which)

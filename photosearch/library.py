@@ -20,22 +20,30 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from photosearch import roots as roots_ops
-from photosearch.catalog import Catalog, PhotoRecord, RootInfo
 from photosearch.config import Config, ModelConfig
-from photosearch.embedder import Embedder, ModelIdentity, load_embedder
 from photosearch.errors import ImageError, LibraryBusyError, LibraryRootError, ModelMismatchError, WriterBusyError
-from photosearch.imaging import decode_photo
-from photosearch.indexer import Indexer, IndexReport, Progress
+from photosearch.indexing import roots as roots_ops
+from photosearch.indexing.imaging import decode_photo
+from photosearch.indexing.indexer import Indexer, IndexReport, Progress
+from photosearch.indexing.planner import Scope
+from photosearch.indexing.roots import (
+    MovedRoot,
+    RootOverview,
+    find_root,
+    folder_path,
+    moved_roots,
+    offline_roots,
+    overview,
+)
 from photosearch.locking import WriterLock
+from photosearch.models.embedder import Embedder, ModelIdentity, load_embedder
+from photosearch.models.textencoder import load_text_encoder
 from photosearch.pathtext import display
-from photosearch.planner import Scope
-from photosearch.roots import MovedRoot, RootOverview, find_root, folder_path, moved_roots, offline_roots, overview
-from photosearch.schema import PhotoStatus
-from photosearch.search import Searcher, SearchResult, TextEmbedder, folder_where
-from photosearch.textencoder import load_text_encoder
-from photosearch.vectorstore import VectorStore
-from photosearch.workqueue import WorkQueue
+from photosearch.query.search import Searcher, SearchResult, TextEmbedder, folder_where
+from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
+from photosearch.stores.queue import WorkQueue
+from photosearch.stores.schema import PhotoStatus
+from photosearch.stores.vectors import VectorStore
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from photosearch.catalog import Catalog
 from photosearch.config import Config, ModelConfig
-from photosearch.embedder import Embedder, ModelIdentity, load_embedder
 from photosearch.library import Library
-from photosearch.schema import PhotoStatus
+from photosearch.models.embedder import Embedder, ModelIdentity, load_embedder
+from photosearch.stores.catalog import Catalog
+from photosearch.stores.schema import PhotoStatus
 
 
 def make_photo(path: Path, seed: int, size: tuple[int, int] = (320, 240), fmt: str | None = None) -> Path:
@@ -185,7 +185,7 @@ def watch_with_hash_embedder(data_dir: str, watch_json: str) -> None:
     import json
     import logging
 
-    from photosearch.daemon import Daemon
+    from photosearch.watching.daemon import Daemon
 
     config = hash_config(Path(data_dir), **json.loads(watch_json))
     config.log_dir.mkdir(parents=True, exist_ok=True)

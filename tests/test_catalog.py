@@ -13,9 +13,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
-from photosearch.catalog import SCHEMA_HEAD, Catalog, migrations_dir
 from photosearch.errors import CatalogTooNewError
-from photosearch.schema import Base, PhotoStatus
+from photosearch.stores.catalog import SCHEMA_HEAD, Catalog, migrations_dir
+from photosearch.stores.schema import Base, PhotoStatus
 
 
 def _alembic(connection) -> AlembicConfig:

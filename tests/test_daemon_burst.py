@@ -28,9 +28,9 @@ import pytest
 from helpers import HashEmbedder, assert_stores_agree, hash_config
 from PIL import Image
 
-from photosearch.daemon import Daemon
 from photosearch.library import Library
-from photosearch.workqueue import WorkQueue
+from photosearch.stores.queue import WorkQueue
+from photosearch.watching.daemon import Daemon
 
 N = 5000
 WATCH = {"observer": "native", "debounce": 0.3, "settle": 1.0, "batch_wait": 1.0}

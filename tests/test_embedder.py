@@ -16,9 +16,9 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from photosearch.config import ModelConfig
-from photosearch.embedder import ClipEmbedder, ModelIdentity, load_embedder
 from photosearch.errors import ModelNotAvailableError
-from photosearch.imaging import decode_photo
+from photosearch.indexing.imaging import decode_photo
+from photosearch.models.embedder import ClipEmbedder, ModelIdentity, load_embedder
 
 REPO = Path(__file__).resolve().parent.parent
 # Different sizes and aspects: smaller than the crop (upscaled), portrait, landscape, big, extreme strips.
@@ -238,7 +238,7 @@ def test_checkpoint_missing_weights_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_import_does_not_load_torch_or_transformers():
-    code = "import sys, photosearch.embedder; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    code = "import sys, photosearch.models.embedder; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -267,7 +267,7 @@ def test_a_reduced_decode_prepares_close_to_the_full_photo(embedder, reference, 
 
 
 def test_source_size_is_ignored_unless_the_image_is_a_reduced_decode_of_it():
-    from photosearch.preprocess import _reduced_area
+    from photosearch.models.preprocess import _reduced_area
 
     assert _reduced_area((568, 388), (1136, 775)) == (0.0, 0.0, 568.0, 387.5)
     assert _reduced_area((500, 375), (4000, 3000)) == (0.0, 0.0, 500.0, 375.0)

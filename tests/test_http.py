@@ -11,10 +11,10 @@ from PIL import Image
 
 from photosearch.config import Config
 from photosearch.errors import ConfigError
-from photosearch.httpapi import create_app
 from photosearch.library import Library
-from photosearch.serve import check_binding
-from photosearch.webguard import CSRF_HEADER
+from photosearch.serving.httpapi import create_app
+from photosearch.serving.serve import check_binding
+from photosearch.serving.webguard import CSRF_HEADER
 
 TOKEN = "a-long-random-test-token-123456"
 BASE_URL = "http://127.0.0.1:8765"  # the Host a real client sends (TestClient's "testserver" is refused)

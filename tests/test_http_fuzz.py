@@ -13,9 +13,9 @@ from helpers import Counted, make_config, make_photo
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from photosearch.httpapi import create_app
 from photosearch.library import Library
-from photosearch.webguard import CSRF_HEADER
+from photosearch.serving.httpapi import create_app
+from photosearch.serving.webguard import CSRF_HEADER
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import Counted, assert_stores_agree, make_config, make_photo
 
-from photosearch.httpapi import create_app
 from photosearch.library import Library
+from photosearch.serving.httpapi import create_app
 
 # The Host a real client sends, and the header with which the CLI's client marks its requests (webguard.py).
 BASE_URL = "http://127.0.0.1:8765"

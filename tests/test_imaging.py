@@ -19,7 +19,7 @@ import pytest
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from photosearch.errors import ImageError
-from photosearch.imaging import SUPPORTED_EXTENSIONS, DecodedPhoto, PhotoFacts, decode_photo, read_facts
+from photosearch.indexing.imaging import SUPPORTED_EXTENSIONS, DecodedPhoto, PhotoFacts, decode_photo, read_facts
 
 LIMIT = 150_000_000
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".heic", ".heif", ".tiff"}
@@ -504,7 +504,7 @@ def test_concurrent_decodes_match_sequential(exif_samples):
 def test_pillow_heif_is_imported_only_for_heif(exif_samples):
     script = (
         "import sys, pathlib\n"
-        "from photosearch.imaging import decode_photo\n"
+        "from photosearch.indexing.imaging import decode_photo\n"
         "root = pathlib.Path(sys.argv[1])\n"
         "decode_photo((root / 'jpg/Canon_40D.jpg').read_bytes(), name='a', max_pixels=10**8)\n"
         "print('pillow_heif' in sys.modules)\n"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from helpers import Counted, CountingEmbedder, assert_stores_agree, make_config, make_photo
 
-from photosearch import indexer
 from photosearch.errors import LibraryRootError
+from photosearch.indexing import indexer
 from photosearch.library import Library
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from photosearch import precision
 from photosearch.config import ModelConfig
-from photosearch.embedder import load_embedder
 from photosearch.errors import ConfigError
-from photosearch.precision import Precision, prepare_image_tower, resolve_precision
+from photosearch.models import precision
+from photosearch.models.embedder import load_embedder
+from photosearch.models.precision import Precision, prepare_image_tower, resolve_precision
 
 CPU = torch.device("cpu")
 PHOTOS = ("jpg/orientation/portrait_5.jpg", "jpg/exif-org/ricoh-rdc5300.jpg", "jpg/mobile/HMD_Nokia_8.3_5G.jpg",

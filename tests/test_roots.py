@@ -8,7 +8,7 @@ import pytest
 from helpers import Counted, assert_stores_agree, make_config, make_photo, make_two_roots
 
 from photosearch.errors import LibraryRootError
-from photosearch.indexer import JOURNAL_KEY
+from photosearch.indexing.indexer import JOURNAL_KEY
 from photosearch.library import Library
 
 

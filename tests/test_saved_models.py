@@ -25,9 +25,9 @@ from PIL import Image
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
 from photosearch.config import ModelConfig
-from photosearch.embedder import ModelIdentity, load_embedder
 from photosearch.errors import ModelNotAvailableError
-from photosearch.textencoder import load_text_encoder
+from photosearch.models.embedder import ModelIdentity, load_embedder
+from photosearch.models.textencoder import load_text_encoder
 
 REPO = Path(__file__).resolve().parent.parent
 COMMIT = "fedcba9876543210fedcba9876543210fedcba98"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from photosearch.config import IndexConfig
-from photosearch.scanner import ScannedFile, scan
+from photosearch.indexing.scanner import ScannedFile, scan
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:
@@ -82,7 +82,7 @@ def test_unreadable_folder_is_a_problem_not_a_crash(tmp_path, run_unprivileged):
     locked.chmod(0)
     code = (
         "import sys, json; from pathlib import Path; from photosearch.config import IndexConfig;"
-        "from photosearch.scanner import scan, ScanProblem;"
+        "from photosearch.indexing.scanner import scan, ScanProblem;"
         "print(json.dumps([[str(i.path), isinstance(i, ScanProblem) and i.is_folder, getattr(i, 'reason', '')]"
         " for i in scan(Path(sys.argv[1]), IndexConfig())]))"
     )

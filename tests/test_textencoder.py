@@ -14,10 +14,10 @@ import pytest
 from helpers import Counted, make_config, make_photo
 
 from photosearch.config import ModelConfig
-from photosearch.embedder import ClipEmbedder, ModelIdentity, load_embedder
 from photosearch.errors import ModelMismatchError
 from photosearch.library import Library
-from photosearch.textencoder import TextEncoder, load_text_encoder
+from photosearch.models.embedder import ClipEmbedder, ModelIdentity, load_embedder
+from photosearch.models.textencoder import TextEncoder, load_text_encoder
 
 REPO = Path(__file__).resolve().parent.parent
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
@@ -237,8 +237,8 @@ def test_the_hand_written_graph_is_valid_onnx(tiny_model_dir, activation):
     # official parser and checker must accept it, field for field, not only ONNX Runtime.
     import onnx
 
-    from photosearch.textencoder import _layer, _pair, _text_weights
-    from photosearch.textgraph import text_tower
+    from photosearch.models.textencoder import _layer, _pair, _text_weights
+    from photosearch.models.textgraph import text_tower
 
     weights = _text_weights(tiny_model_dir)
     assert weights is not None

@@ -18,9 +18,9 @@ from daemonproc import FAST, Daemon
 from fastapi.testclient import TestClient
 from helpers import Counted, assert_stores_agree, make_config, make_photo
 
-from photosearch.httpapi import create_app
 from photosearch.library import Library
 from photosearch.pathtext import display, from_text, to_text
+from photosearch.serving.httpapi import create_app
 
 # name as the OS gives it -> how a person sees it
 NAMES = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import photosearch.vectorstore as vectorstore
-from photosearch.vectorstore import HNSW, VectorStore, folder_metadata
+import photosearch.stores.vectors as vectorstore
+from photosearch.stores.vectors import HNSW, VectorStore, folder_metadata
 
 INFO = {"model": "m", "revision": "r", "dim": 8}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from photosearch.config import IndexConfig, WatchConfig
-from photosearch.watcher import Change, Watcher, choose_observer
+from photosearch.watching.watcher import Change, Watcher, choose_observer
 
 BARRIER = "zz-barrier.jpg"
 
@@ -235,11 +235,11 @@ except OSError as exc:
     sys.exit()
 from photosearch.config import IndexConfig, WatchConfig
 from photosearch.errors import PhotosearchError
-from photosearch.watcher import Watcher
+from photosearch.watching.watcher import Watcher
 warnings = []
 handler = logging.Handler()
 handler.emit = lambda record: warnings.append(record.getMessage())
-logging.getLogger("photosearch.watcher").addHandler(handler)
+logging.getLogger("photosearch.watching.watcher").addHandler(handler)
 changes = []
 config = WatchConfig(observer=args["setting"], polling_interval=0.1)
 watcher = Watcher([Path(r) for r in args["roots"]], changes.append, config, IndexConfig())

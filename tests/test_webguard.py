@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from helpers import Counted, make_config, make_photo
 
 from photosearch.config import Config
-from photosearch.httpapi import create_app
 from photosearch.library import Library
-from photosearch.webguard import CSRF_HEADER, HostRule, split_host
+from photosearch.serving.httpapi import create_app
+from photosearch.serving.webguard import CSRF_HEADER, HostRule, split_host
 
 TOKEN = "a-long-random-test-token-123456"
 BASE_URL = "http://127.0.0.1:8765"

@@ -21,8 +21,8 @@ from PIL import Image
 
 from photosearch.config import ModelConfig
 from photosearch.errors import ModelError, ModelNotAvailableError
-from photosearch.precision import Precision, prepare_image_tower, resolve_precision
-from photosearch.preprocess import Preprocess, pixel_batch, prepare
+from photosearch.models.precision import Precision, prepare_image_tower, resolve_precision
+from photosearch.models.preprocess import Preprocess, pixel_batch, prepare
 
 if TYPE_CHECKING:
     import torch

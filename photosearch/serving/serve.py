@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from photosearch.client import DISCOVERY
 from photosearch.config import Config
 from photosearch.errors import ConfigError
 from photosearch.library import Library
+from photosearch.serving.client import DISCOVERY
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ def _discovery_file(config: Config, host: str, port: int) -> Iterator[None]:
 def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
     import uvicorn
 
-    from photosearch.daemon import Daemon, daemon_state
-    from photosearch.httpapi import create_app
+    from photosearch.serving.httpapi import create_app
+    from photosearch.watching.daemon import Daemon, daemon_state
 
     check_binding(config, host)
     # The app's Host rule (webguard.py) must know the address really bound, which --host may have changed.

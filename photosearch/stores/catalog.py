@@ -17,9 +17,9 @@ from sqlalchemy import Engine, Row, create_engine, delete, event, func, select, 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from photosearch.catalog_roots import RootChanges
 from photosearch.errors import CatalogError, CatalogTooNewError, PhotoNotFoundError
-from photosearch.schema import Meta, Photo, PhotoStatus, Root
+from photosearch.stores.catalog_roots import RootChanges
+from photosearch.stores.schema import Meta, Photo, PhotoStatus, Root
 
 BUSY_TIMEOUT_MS = 30_000
 _CHUNK = 500  # stays under SQLite's bound-parameter limit in IN (...) lists
@@ -85,7 +85,7 @@ def _record(row: Photo | Row[Any]) -> PhotoRecord:
 
 def migrations_dir() -> Path:
     """The Alembic script folder: inside the package when installed from a wheel, the repo's otherwise."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent
     for candidate in (here / "_migrations", here.parent / "migrations"):
         if (candidate / "env.py").is_file():
             return candidate

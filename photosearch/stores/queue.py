@@ -19,8 +19,8 @@ from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
-from photosearch.catalog import Catalog
-from photosearch.schema import QueueEntry
+from photosearch.stores.catalog import Catalog
+from photosearch.stores.schema import QueueEntry
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from photosearch.indexing.roots import find_root
 from photosearch.library import Library
 from photosearch.pathtext import display, from_text
-from photosearch.roots import find_root
 
 RootId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="Catalog id of a library folder")]
 FolderText = Annotated[

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, cast
 
 from photosearch.config import IndexConfig, WatchConfig
 from photosearch.errors import PhotosearchError
-from photosearch.scanner import is_excluded, is_photo_name
+from photosearch.indexing.scanner import is_excluded, is_photo_name
 
 if TYPE_CHECKING:
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers.api import BaseObserver
 
-log = logging.getLogger("photosearch.watcher")
+log = logging.getLogger("photosearch.watching.watcher")
 
 # inotify/FSEvents only see changes made through this machine's kernel: edits made by other machines on a share
 # (or by the host of a VM shared folder) never produce an event, so such roots must be polled.

@@ -23,7 +23,7 @@ from photosearch.errors import (
     PhotosearchError,
 )
 from photosearch.pathtext import display
-from photosearch.webguard import CSRF_HEADER
+from photosearch.serving.webguard import CSRF_HEADER
 
 _BY_STATUS: dict[int, type[PhotosearchError]] = {
     404: PhotoNotFoundError, 409: ModelError, 413: InvalidQueryError, 422: InvalidQueryError, 503: ModelError,

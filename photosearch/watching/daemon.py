@@ -28,12 +28,12 @@ from pathlib import Path
 from types import FrameType
 
 from photosearch.errors import PhotosearchError
-from photosearch.indexer import IndexCancelled
+from photosearch.indexing.indexer import IndexCancelled
+from photosearch.indexing.planner import Scope
+from photosearch.indexing.scanner import ScannedFile
 from photosearch.library import Library
-from photosearch.planner import Scope
-from photosearch.scanner import ScannedFile
-from photosearch.watcher import Change, Watcher
-from photosearch.workqueue import WorkQueue
+from photosearch.stores.queue import WorkQueue
+from photosearch.watching.watcher import Change, Watcher
 
 log = logging.getLogger(__name__)
 STATE_KEY = "daemon"

@@ -23,15 +23,15 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from photosearch.catalog import PhotoRecord
 from photosearch.config import ServerConfig
 from photosearch.errors import ImageError, PhotosearchError
-from photosearch.httproots import roots_router
 from photosearch.library import Library
 from photosearch.pathtext import display, from_text
-from photosearch.search import MAX_K, SearchResult
-from photosearch.thumbnails import servable_path, thumbnail
-from photosearch.webguard import CSRF_HEADER, HostRule, WebGuard
+from photosearch.query.search import MAX_K, SearchResult
+from photosearch.serving.httproots import roots_router
+from photosearch.serving.thumbnails import servable_path, thumbnail
+from photosearch.serving.webguard import CSRF_HEADER, HostRule, WebGuard
+from photosearch.stores.catalog import PhotoRecord
 
 TOKEN_COOKIE = "photosearch_token"
 # What a browser gets at / without the token: a 401 that asks for it (and shows nothing of the library).
@@ -218,7 +218,7 @@ def create_app(
 
 
 def _install_page(app: FastAPI) -> None:
-    web = Path(str(resources.files("photosearch") / "web"))
+    web = Path(str(resources.files("photosearch.serving") / "web"))
     app.mount("/static", StaticFiles(directory=web), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -12,9 +12,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from photosearch.catalog import PhotoRecord
 from photosearch.errors import ImageError, PhotoNotFoundError
-from photosearch.imaging import decode_photo
+from photosearch.indexing.imaging import decode_photo
+from photosearch.stores.catalog import PhotoRecord
 
 
 def servable_path(record: PhotoRecord, roots: Sequence[Path]) -> Path:

@@ -14,10 +14,10 @@ from sqlalchemy import delete, func, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from photosearch.pathtext import to_text
-from photosearch.schema import OsText, Photo, PhotoStatus, Root
+from photosearch.stores.schema import OsText, Photo, PhotoStatus, Root
 
 if TYPE_CHECKING:
-    from photosearch.catalog import RootInfo
+    from photosearch.stores.catalog import RootInfo
 
 _CHUNK = 500  # stays under SQLite's bound-parameter limit in IN (...) lists
 

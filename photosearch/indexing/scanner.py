@@ -15,7 +15,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from photosearch.config import IndexConfig
-from photosearch.imaging import SUPPORTED_EXTENSIONS
+from photosearch.indexing.imaging import SUPPORTED_EXTENSIONS
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from photosearch.catalog import Catalog, PhotoRecord, RootInfo
-from photosearch.embedder import ModelIdentity
 from photosearch.errors import InvalidQueryError
+from photosearch.models.embedder import ModelIdentity
 from photosearch.pathtext import display
-from photosearch.schema import PhotoStatus
-from photosearch.vectorstore import VectorStore, excluding_roots, folder_filter
+from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
+from photosearch.stores.schema import PhotoStatus
+from photosearch.stores.vectors import VectorStore, excluding_roots, folder_filter
 
 MAX_K = 1000
 

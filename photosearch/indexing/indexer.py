@@ -33,19 +33,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from photosearch.catalog import FACT_FIELDS, Catalog, FileState, RootInfo
 from photosearch.config import Config
-from photosearch.embedder import Embedder
 from photosearch.errors import ImageError
-from photosearch.imaging import PhotoFacts, decode_photo
+from photosearch.indexing.imaging import PhotoFacts, decode_photo
+from photosearch.indexing.planner import Scope, Work, folder_of, make_plan
+from photosearch.indexing.scanner import ScannedFile, ScanProblem
+from photosearch.models.embedder import Embedder
 from photosearch.pathtext import display
-from photosearch.planner import Scope, Work, folder_of, make_plan
-from photosearch.scanner import ScannedFile, ScanProblem
-from photosearch.schema import PhotoStatus
-from photosearch.vectorstore import VectorStore, folder_metadata
+from photosearch.stores.catalog import FACT_FIELDS, Catalog, FileState, RootInfo
+from photosearch.stores.schema import PhotoStatus
+from photosearch.stores.vectors import VectorStore, folder_metadata
 
 if TYPE_CHECKING:
-    from photosearch.roots import MovedRoot  # roots.py uses the run journal: imported for the type only
+    from photosearch.indexing.roots import MovedRoot  # roots.py uses the run journal: imported for the type only
 
 JOURNAL_KEY = "run_state"
 DECODE_MARGIN = 1.5  # JPEGs decode at a reduced scale down to this times the model's input side

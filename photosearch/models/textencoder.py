@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from photosearch.config import ModelConfig
-from photosearch.embedder import _COMMIT_HASH, ModelIdentity, _fingerprint
-from photosearch.textgraph import Layer, text_tower
+from photosearch.models.embedder import _COMMIT_HASH, ModelIdentity, _fingerprint
+from photosearch.models.textgraph import Layer, text_tower
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from photosearch.catalog import Catalog, FileState, RootInfo
 from photosearch.config import IndexConfig
-from photosearch.scanner import ScannedFile, ScanProblem, is_excluded, is_photo_name, scan
-from photosearch.schema import PhotoStatus
+from photosearch.indexing.scanner import ScannedFile, ScanProblem, is_excluded, is_photo_name, scan
+from photosearch.stores.catalog import Catalog, FileState, RootInfo
+from photosearch.stores.schema import PhotoStatus
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from photosearch.catalog import Catalog, RootInfo
 from photosearch.errors import InvalidQueryError, LibraryRootError, RootConflictError
-from photosearch.indexer import JOURNAL_KEY
+from photosearch.indexing.indexer import JOURNAL_KEY
+from photosearch.indexing.planner import root_available, root_of
 from photosearch.pathtext import display
-from photosearch.planner import root_available, root_of
-from photosearch.vectorstore import VectorStore
+from photosearch.stores.catalog import Catalog, RootInfo
+from photosearch.stores.vectors import VectorStore
 
 SAMPLE = 64  # photos of a missing root looked up elsewhere by content hash: bounded, status asks every poll
 StoreGetter = Callable[[], VectorStore | None]  # None: no vectors exist yet, so none need deleting
