@@ -169,8 +169,8 @@ def load_embedder_for(args: argparse.Namespace, model: Path):
 
 def fast_path_input(embedder, path: Path) -> np.ndarray:
     """The 224x224 uint8 input photosearch's indexer makes of a photo (reduced JPEG decode, then prepare)."""
+    from photosearch.indexing.examine import DECODE_MARGIN
     from photosearch.indexing.imaging import decode_photo
-    from photosearch.indexing.indexer import DECODE_MARGIN
 
     min_side = int(np.ceil(DECODE_MARGIN * embedder.input_side))
     photo = decode_photo(path.read_bytes(), name=str(path), max_pixels=10**9, min_side=min_side)
@@ -200,19 +200,19 @@ def model_alone(args: argparse.Namespace, embedder, photos: list[Path]) -> float
 def decode_alone(embedder, photos: list[Path]) -> float:
     """Photos/s of the indexer's CPU work before the model (read, hash, reduced decode, prepare) on all cores.
 
-    The same calls as Indexer.examine, in as many threads as it uses. With the model (c) it bounds (b): both
+    The same calls as examine.examine, in as many threads as it uses. With the model (c) it bounds (b): both
     take every core in turn, so a photo costs at least 1/c + 1/d seconds of the machine."""
     import hashlib
     from concurrent.futures import ThreadPoolExecutor
 
-    from photosearch.indexing.indexer import _decode_workers
+    from photosearch.indexing.examine import decode_workers
 
     def one(path: Path) -> None:
         hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
         fast_path_input(embedder, path)
 
     sample = photos[: max(8, min(len(photos), 160))]
-    with ThreadPoolExecutor(_decode_workers()) as pool:
+    with ThreadPoolExecutor(decode_workers()) as pool:
         list(pool.map(one, sample[:4]))  # warm-up
         start = time.perf_counter()
         list(pool.map(one, sample))

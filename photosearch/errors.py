@@ -27,10 +27,15 @@ class ConfigError(PhotosearchError):
     http_status = 500
 
 
-class CatalogError(PhotosearchError):
-    """The SQLite catalog cannot be opened or used."""
+class StoreError(PhotosearchError):
+    """The catalog or the vector store failed: what SQLAlchemy, sqlite3, Chroma or the OS raised inside them
+    leaves the stores as one of these, the foreign exception chained (stores/boundary.py)."""
 
     exit_code = 74  # EX_IOERR
+
+
+class CatalogError(StoreError):
+    """The SQLite catalog cannot be opened or used."""
 
 
 class CatalogTooNewError(CatalogError):
@@ -39,10 +44,25 @@ class CatalogTooNewError(CatalogError):
     exit_code = 75
 
 
-class VectorStoreError(PhotosearchError):
+class VectorStoreError(StoreError):
     """The Chroma vector store cannot be opened or used."""
 
-    exit_code = 74
+
+class DataDirError(CatalogError, VectorStoreError):
+    """The data directory, where both stores live, cannot take a write; the stores are intact, and the same
+    command succeeds once the cause is gone."""
+
+    exit_code = 73  # EX_CANTCREAT
+
+
+class DataDirFullError(DataDirError):
+    """The file system holding the data directory is full (or the user's quota there is used up)."""
+
+    http_status = 507  # Insufficient Storage
+
+
+class DataDirNotWritableError(DataDirError):
+    """The data directory is read-only, or not ours to write (permissions)."""
 
 
 class ModelError(PhotosearchError):

@@ -15,13 +15,14 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from photosearch.errors import WriterBusyError
+from photosearch.errors import StoreError, WriterBusyError
+from photosearch.stores.boundary import store_errors
 
 WRITER_LOCK = "writer.lock"
 
@@ -40,20 +41,27 @@ class WriterLock:
 
     @classmethod
     def acquire(cls, data_dir: Path, role: str) -> WriterLock:
-        """Take the lock or raise WriterBusyError naming the process that has it."""
-        data_dir.mkdir(parents=True, exist_ok=True)
-        handle = (data_dir / WRITER_LOCK).open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read(handle)
-            handle.close()
-            raise WriterBusyError(holder) from None
-        holder = LockHolder(os.getpid(), role, datetime.now().replace(microsecond=0))
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": holder.pid, "role": role, "since": holder.since.isoformat()}))
-        handle.flush()
+        """Take the lock or raise WriterBusyError naming the process that has it. A data directory that cannot
+        be written (full, read-only) fails here first: a typed error says so (stores/boundary.py)."""
+        with store_errors(StoreError, data_dir, f"cannot take the writer lock in {data_dir}"):
+            data_dir.mkdir(parents=True, exist_ok=True)
+            handle = (data_dir / WRITER_LOCK).open("a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read(handle)
+                handle.close()
+                raise WriterBusyError(holder) from None
+            holder = LockHolder(os.getpid(), role, datetime.now().replace(microsecond=0))
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(json.dumps({"pid": holder.pid, "role": role, "since": holder.since.isoformat()}))
+                handle.flush()
+            except OSError:
+                with suppress(OSError):  # closing flushes again, and fails the same way
+                    handle.close()  # the flock goes with it
+                raise
         return cls(handle, holder)
 
     def release(self) -> None:

@@ -11,7 +11,7 @@ import pytest
 from helpers import Counted, CountingEmbedder, assert_stores_agree, make_config, make_photo
 
 from photosearch.errors import LibraryRootError
-from photosearch.indexing import indexer
+from photosearch.indexing import examine, pipeline
 from photosearch.library import Library
 
 
@@ -94,6 +94,17 @@ def test_rename_and_folder_move_keep_vectors_without_calling_the_model(library, 
     assert {h.path.name for h in hits} == {"t6.png", "t7.png", "t8.png"}
     assert library.search("anything", k=9, folder=lib_dir / "holidays" / "2023" / "..")[0].folder.startswith("holidays")
     assert_stores_agree(library)
+
+
+def test_a_photo_moved_up_out_of_a_deep_folder_leaves_that_subtree(library, lib_dir):
+    """Chroma merges a metadata update into what it holds: the old folder's ancestor keys must be cleared."""
+    make_photo(lib_dir / "deep" / "a" / "b" / "x.jpg", seed=77)
+    library.index([lib_dir])
+    assert [h.path.name for h in library.search("x", k=20, folder=lib_dir / "deep" / "a")] == ["x.jpg"]
+    (lib_dir / "deep" / "a" / "b" / "x.jpg").rename(lib_dir / "deep" / "x.jpg")
+    assert library.index().moved == 1
+    assert library.search("x", k=20, folder=lib_dir / "deep" / "a") == []
+    assert [h.path.name for h in library.search("x", k=20, folder=lib_dir / "deep")] == ["x.jpg"]
 
 
 def test_byte_identical_duplicates_are_embedded_once(library, lib_dir, counted):
@@ -213,15 +224,15 @@ def test_decoding_pauses_while_a_cpu_model_computes(tmp_path, tiny_model_dir, mo
     """With a CPU model, decode threads and the model take turns (overlapping them is slower on the same cores);
     with a GPU model they overlap. A CPU batch starts only once the photos being decoded are done."""
     decodes: list[int] = []
-    real_decode = indexer.decode_photo
+    real_decode = examine.decode_photo
 
     def counting_decode(*args, **kwargs):
         decodes.append(1)
         time.sleep(0.02)  # as slow as a camera photo, so the decode-ahead window is never done early
         return real_decode(*args, **kwargs)
 
-    monkeypatch.setattr(indexer, "decode_photo", counting_decode)
-    monkeypatch.setattr(indexer, "_decode_workers", lambda: 2)
+    monkeypatch.setattr(examine, "decode_photo", counting_decode)
+    monkeypatch.setattr(pipeline, "decode_workers", lambda: 2)
     for i in range(24):
         make_photo(tmp_path / "lib" / f"p{i}.jpg", seed=100 + i)
     counted = Counted()

@@ -8,16 +8,18 @@ timeout instead of "database is locked"). Methods return plain dataclasses, neve
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Row, create_engine, delete, event, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine, Row, bindparam, create_engine, delete, event, func, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from photosearch.errors import CatalogError, CatalogTooNewError, PhotoNotFoundError
+from photosearch.stores.boundary import store_errors
 from photosearch.stores.catalog_roots import RootChanges
 from photosearch.stores.schema import Meta, Photo, PhotoStatus, Root
 
@@ -92,6 +94,14 @@ def migrations_dir() -> Path:
     raise CatalogError(f"photosearch is installed without its migrations (looked in {here})")
 
 
+def _by_keys(rows: Sequence[dict[str, Any]]) -> Iterator[tuple[tuple[str, ...], list[dict[str, Any]]]]:
+    """Rows grouped by their set of keys: one executemany statement takes rows of one shape."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    yield from groups.items()
+
+
 def _now() -> datetime:
     return datetime.now().replace(microsecond=0)
 
@@ -108,21 +118,25 @@ class Catalog(RootChanges):
 
     @classmethod
     def open(cls, path: Path) -> Catalog:
-        try:
+        with store_errors(CatalogError, path.parent, f"cannot open the catalog {path}"):
             path.parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
             event.listen(engine, "connect", _on_connect)
             _migrate(engine, path)
-        except (SQLAlchemyError, OSError) as exc:
-            raise CatalogError(f"cannot open the catalog {path}: {exc}") from exc
         return cls(engine, path)
 
     def close(self) -> None:
         self._engine.dispose()
 
-    def session(self) -> Session:
-        """A new session on the catalog database, for modules that own other tables in it (workqueue)."""
-        return Session(self._engine, expire_on_commit=False)
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A new session on the catalog database, for modules that own other tables in it (workqueue). Every
+        catalog method works in one: what SQLAlchemy or sqlite3 raise in it leaves as a typed error (boundary.py)."""
+        with self._errors(), Session(self._engine, expire_on_commit=False) as session:
+            yield session
+
+    def _errors(self) -> AbstractContextManager[None]:
+        return store_errors(CatalogError, self.path.parent, f"cannot read or write the catalog {self.path}")
 
     _session = session
 
@@ -181,12 +195,18 @@ class Catalog(RootChanges):
                 for r in s.execute(select(*columns).where(Photo.path.in_(chunk), Photo.root_id == root_id))
             }
 
-    def move_many(self, moves: Sequence[tuple[int, dict[str, Any]]]) -> None:
-        """Point rows at new paths (path, root_id, folder, size, mtime_ns) in one transaction."""
+    def update_files(self, changes: Sequence[tuple[int, dict[str, Any]]]) -> None:
+        """Set columns of existing rows by id (a move: path, root_id, folder, size, mtime_ns), one statement for
+        all the rows that set the same columns."""
         now = _now()
+        # Bound names must differ from the column names (SQLAlchemy reserves those for the SET clause).
+        params = [{"pid": photo_id, "updated_at": now} | {f"new_{k}": v for k, v in values.items()}
+                  for photo_id, values in changes]  # fmt: skip
         with self._session() as s, s.begin():
-            for photo_id, values in moves:
-                s.execute(update(Photo).where(Photo.id == photo_id).values(**values, updated_at=now))
+            for keys, group in _by_keys(params):
+                values: dict[str, Any] = {key.removeprefix("new_"): bindparam(key) for key in keys if key != "pid"}
+                stmt = update(Photo).where(Photo.id == bindparam("pid")).values(values)
+                s.connection().execute(stmt, group)
 
     def indexed_with_hash(self, content_hash: str) -> int | None:
         """An indexed photo with these exact bytes, whose vector can be reused instead of calling the model."""
@@ -194,6 +214,12 @@ class Catalog(RootChanges):
             return s.scalar(
                 select(Photo.id).where(Photo.content_hash == content_hash, Photo.status == PhotoStatus.INDEXED).limit(1)
             )
+
+    def indexed_ids_at(self, paths: Sequence[str]) -> list[int]:
+        """The ids of the indexed rows at these paths (those that have a vector)."""
+        with self._session() as s:
+            query = select(Photo.id).where(Photo.status == PhotoStatus.INDEXED)
+            return [i for part in _chunks(paths) for i in s.scalars(query.where(Photo.path.in_(part)))]
 
     def get(self, photo_id: int) -> PhotoRecord:
         with self._session() as s:
@@ -211,7 +237,7 @@ class Catalog(RootChanges):
         found: dict[int, PhotoRecord] = {}
         # Core rows, not ORM objects: every search joins its hits here, and skipping the session and identity
         # map makes that ~3x cheaper (~0.1 ms for 10 hits).
-        with self._engine.connect() as conn:
+        with self._errors(), self._engine.connect() as conn:
             for chunk in _chunks(list(ids)):
                 for row in conn.execute(select(Photo.__table__).where(Photo.id.in_(chunk))):
                     found[row.id] = _record(row)
@@ -246,23 +272,21 @@ class Catalog(RootChanges):
     def upsert_files(self, rows: Sequence[dict[str, Any]]) -> list[int]:
         """Insert or update photo rows keyed by path; return their ids in order.
 
-        Each dict holds at least path, root_id, folder, size, mtime_ns and status; other columns optional.
+        Each dict holds at least path, root_id, folder, size, mtime_ns and status; other columns optional. One
+        INSERT ... ON CONFLICT (path) DO UPDATE ... RETURNING per chunk of rows with the same keys: a moved or
+        copied folder writes thousands of rows, and a round trip per row cost more than the work itself.
         """
-        ids: list[int] = []
         now = _now()
+        ids: dict[str, int] = {}
         with self._session() as s, s.begin():
-            for values in rows:
-                row = s.scalar(select(Photo).where(Photo.path == values["path"]))
-                if row is None:
-                    row = Photo(updated_at=now, **values)
-                    s.add(row)
-                else:
-                    for key, value in values.items():
-                        setattr(row, key, value)
-                    row.updated_at = now
-                s.flush()
-                ids.append(row.id)
-        return ids
+            for keys, group in _by_keys([{**row, "updated_at": now} for row in rows]):
+                stmt = sqlite_insert(Photo)
+                upsert = stmt.on_conflict_do_update(
+                    index_elements=[Photo.path], set_={key: stmt.excluded[key] for key in keys if key != "path"}
+                ).returning(Photo.path, Photo.id)
+                for chunk in _chunks(group):
+                    ids.update((path, photo_id) for path, photo_id in s.execute(upsert, list(chunk)))
+        return [ids[str(row["path"])] for row in rows]
 
     def set_indexed(self, ids: Sequence[int]) -> None:
         now = _now()

@@ -6,6 +6,7 @@ conventions hold: every method is one short transaction and returns plain values
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,8 +24,8 @@ _CHUNK = 500  # stays under SQLite's bound-parameter limit in IN (...) lists
 
 
 class RootChanges:
-    def session(self) -> Session:
-        raise NotImplementedError  # Catalog's
+    def session(self) -> AbstractContextManager[Session]:
+        raise NotImplementedError  # Catalog's: its sessions map store errors to typed ones (boundary.py)
 
     def remove_root(self, root_id: int) -> list[int]:
         """Forget a root and every photo row of it in one transaction; returns the photo ids (their vectors go next)."""

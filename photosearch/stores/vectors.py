@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ import numpy as np
 from photosearch.errors import VectorStoreError
 from photosearch.locking import store_lock
 from photosearch.pathtext import to_text
+from photosearch.stores.boundary import store_errors
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 COLLECTION_PREFIX = "photos_"
 HNSW: CreateHNSWConfiguration = {"space": "cosine", "max_neighbors": 48, "ef_construction": 800, "ef_search": 768}
-UPDATE_BATCH = 5000  # under Chroma's max batch size for one update (5461)
+MAX_BATCH = 5000  # under Chroma's max batch size for one add, update or delete (5461)
 MAX_FOLDER_DEPTH = 16  # metadata keys d1..d16 hold a photo's ancestor folders for exact subtree filters
 
 
@@ -64,6 +65,14 @@ def folder_metadata(root_id: int, folder: str) -> dict[str, Any]:
     for depth in range(1, min(len(parts), MAX_FOLDER_DEPTH) + 1):
         meta[f"d{depth}"] = "/".join(parts[:depth])
     return meta
+
+
+def folder_update(root_id: int, folder: str) -> dict[str, Any]:
+    """The metadata change that moves a vector to another folder: Chroma merges an update into the metadata it
+    has, so the ancestor keys deeper than the new folder are cleared (None deletes a key), or the photo would
+    still match a subtree filter on its old folder. Other keys (taken_at) stay."""
+    meta: dict[str, Any] = {f"d{depth}": None for depth in range(1, MAX_FOLDER_DEPTH + 1)}
+    return meta | folder_metadata(root_id, folder)
 
 
 def folder_filter(root_id: int, folder: str) -> dict[str, Any]:
@@ -113,7 +122,7 @@ class VectorStore:
     def open(cls, directory: Path, model_key: str, model_info: Mapping[str, str | int]) -> VectorStore:
         """Open (or create) the collection of this model and drop the collections of any other model."""
         store = cls(directory, COLLECTION_PREFIX + model_key, model_info)
-        try:
+        with store._errors("open"):
             directory.mkdir(parents=True, exist_ok=True)
             # Look first under the shared lock: a write (and the reload it causes in every other process)
             # only happens when another model's collection must go or ef_search must change.
@@ -133,30 +142,34 @@ class VectorStore:
                     if not ef_ok:
                         collection.modify(configuration={"hnsw": {"ef_search": HNSW["ef_search"]}})
                         store._collection = None  # the loaded index keeps the old value until read afresh
-        except Exception as exc:  # chromadb raises a zoo of types (sqlite, rust bindings, its own)
-            raise VectorStoreError(f"cannot open the vector store in {directory}: {exc}") from exc
         return store
+
+    def _errors(self, doing: str = "read or write") -> AbstractContextManager[None]:
+        """What Chroma, sqlite3 or the OS raise in here leaves as a typed error (boundary.py)."""
+        failed = f"cannot {doing} the vector store in {self._directory}"
+        return store_errors(VectorStoreError, self._directory.parent, failed)
 
     def _load(self) -> None:
         import chromadb
         from chromadb.api.shared_system_client import SharedSystemClient
         from chromadb.config import Settings
 
-        # Chroma caches one client system per path and process; drop it so the files are read afresh.
-        SharedSystemClient.clear_system_cache()
-        self._client = chromadb.PersistentClient(
-            path=str(self._directory), settings=Settings(anonymized_telemetry=False, allow_reset=False)
-        )
-        self._collection = self._client.get_or_create_collection(
-            self._name, configuration={"hnsw": HNSW}, metadata=self._model_info, embedding_function=None
-        )
+        with self._errors("open"):
+            # Chroma caches one client system per path and process; drop it so the files are read afresh.
+            SharedSystemClient.clear_system_cache()
+            self._client = chromadb.PersistentClient(
+                path=str(self._directory), settings=Settings(anonymized_telemetry=False, allow_reset=False)
+            )
+            self._collection = self._client.get_or_create_collection(
+                self._name, configuration={"hnsw": HNSW}, metadata=self._model_info, embedding_function=None
+            )
 
     def _generation(self) -> int:
         return self._lock_path.stat().st_mtime_ns
 
     @contextmanager
     def _reading(self) -> Iterator[Collection]:
-        with self._mutex, store_lock(self._lock_path, exclusive=False):
+        with self._errors(), self._mutex, store_lock(self._lock_path, exclusive=False):
             if self._collection is None or self._generation() != self._seen_generation:
                 self._load()
                 self._seen_generation = self._generation()
@@ -165,7 +178,7 @@ class VectorStore:
 
     @contextmanager
     def _writing(self) -> Iterator[Collection]:
-        with self._mutex, store_lock(self._lock_path, exclusive=True):
+        with self._errors(), self._mutex, store_lock(self._lock_path, exclusive=True):
             if self._collection is None or self._generation() != self._seen_generation:
                 self._load()
             assert self._collection is not None
@@ -187,20 +200,19 @@ class VectorStore:
             return collection.count()
 
     def upsert(self, ids: Sequence[int], vectors: np.ndarray, metadatas: Sequence[dict[str, Any]]) -> None:
-        if not ids:
-            return
-        with self._writing() as collection:
-            collection.upsert(
-                ids=[str(i) for i in ids], embeddings=vectors.astype(np.float32), metadatas=list(metadatas)
-            )
+        for start in range(0, len(ids), MAX_BATCH):
+            end = start + MAX_BATCH
+            with self._writing() as collection:
+                collection.upsert(ids=[str(i) for i in ids[start:end]], metadatas=list(metadatas[start:end]),
+                                  embeddings=vectors[start:end].astype(np.float32))  # fmt: skip
 
     def update_metadata(self, ids: Sequence[int], metadatas: Sequence[dict[str, Any]]) -> None:
         """Set metadata keys of existing vectors; keys not given keep their values (Chroma merges them)."""
         # Chroma refuses an update of more than its max batch size (5461) in one call; a moved folder can hold more.
-        for start in range(0, len(ids), UPDATE_BATCH):
+        for start in range(0, len(ids), MAX_BATCH):
             with self._writing() as collection:
-                collection.update(ids=[str(i) for i in ids[start : start + UPDATE_BATCH]],
-                                  metadatas=list(metadatas[start : start + UPDATE_BATCH]))  # fmt: skip
+                collection.update(ids=[str(i) for i in ids[start : start + MAX_BATCH]],
+                                  metadatas=list(metadatas[start : start + MAX_BATCH]))  # fmt: skip
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         if not ids:
@@ -212,9 +224,9 @@ class VectorStore:
         return {int(i): np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], embeddings, strict=True)}
 
     def delete(self, ids: Sequence[int]) -> None:
-        if ids:
+        for start in range(0, len(ids), MAX_BATCH):
             with self._writing() as collection:
-                collection.delete(ids=[str(i) for i in ids])
+                collection.delete(ids=[str(i) for i in ids[start : start + MAX_BATCH]])
 
     def all_ids(self) -> set[int]:
         """Every id in the collection, read in pages so a million ids do not come back in one reply."""

@@ -151,7 +151,10 @@ class Daemon:
     def _record_error(self, message: str) -> None:
         log.error("%s", message)
         at = datetime.now().replace(microsecond=0).isoformat()
-        self.library.catalog.set_meta({ERROR_KEY: json.dumps({"at": at, "message": message})})
+        try:
+            self.library.catalog.set_meta({ERROR_KEY: json.dumps({"at": at, "message": message})})
+        except PhotosearchError as exc:  # a full disk fails this write too: the log has it, and the daemon retries
+            log.error("could not record the error for `status`: %s", exc)
 
     # -- events ----------------------------------------------------------------------------------------
     def _on_change(self, change: Change) -> None:

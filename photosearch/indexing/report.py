@@ -1,0 +1,56 @@
+"""What an index run reports, how it shows progress, and how it is cancelled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from photosearch.indexing.scanner import ScannedFile
+
+if TYPE_CHECKING:
+    from photosearch.indexing.roots import MovedRoot  # roots.py imports the indexer: for the type only
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+
+
+class NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+@dataclass
+class IndexReport:
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    removed: int = 0
+    failed: int = 0
+    embedded: int = 0  # images that went through the model
+    reused: int = 0  # files whose vector was copied from byte-identical content (duplicates)
+    missing_roots: list[Path] = field(default_factory=list)
+    moved_roots: list[MovedRoot] = field(default_factory=list)  # missing roots whose photos turned up elsewhere
+    reconciled: bool = False
+    seconds: float = 0.0
+    handed_to_pid: int | None = None  # a running daemon took the work over
+    deferred: list[ScannedFile] = field(default_factory=list)  # still being written: left for a later run
+
+    def summary(self) -> str:
+        """The report as one short log line: counts only, however many paths a run covered or deferred."""
+        return (
+            f"new={self.new}, changed={self.changed}, unchanged={self.unchanged}, moved={self.moved}, "
+            f"removed={self.removed}, failed={self.failed}, embedded={self.embedded}, reused={self.reused}, "
+            f"deferred={len(self.deferred)}, missing_roots={len(self.missing_roots)}, reconciled={self.reconciled}, "
+            f"seconds={self.seconds:.2f}"
+        )
+
+
+class IndexCancelled(Exception):
+    """The run was asked to stop (SIGTERM to the daemon); what was written so far is kept."""

@@ -1,0 +1,166 @@
+"""The stores' one exception boundary: what SQLAlchemy, sqlite3, Chroma or the OS raise inside the catalog, the
+vector store, the work queue or the data directory's lock file leaves them as a typed error (errors.py), with the
+foreign exception chained (``raise ... from``) so that ``--debug`` still shows it.
+
+Modelled on httpx's ``map_httpcore_exceptions``: one context manager and one table. The stores enter it where
+their work happens (a catalog session, one Chroma read or write, opening either), so no method has a try/except
+of its own. An exception of any other type (a bug) passes unchanged, and so does a PhotosearchError.
+
+What a failure means is read from the errno (OSError), SQLite's result code (sqlite3, also behind SQLAlchemy's
+wrapper) or, failing both, the words of the message: Chroma's Rust core passes SQLite's code on as "(code: 13)"
+and an OSError as "os error 28". Sometimes it passes nothing on ("Error in compaction: Failed to apply logs to
+the metadata segment"), so a failure on a file system with (almost) no space left is put down to that.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import sqlite3
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from photosearch.errors import DataDirError, DataDirFullError, DataDirNotWritableError, StoreError
+
+FULL_BELOW = 1 << 20  # bytes left on the data directory's file system under which a failure is put down to it
+SQLITE_PERM, SQLITE_READONLY, SQLITE_FULL = 3, 8, 13  # SQLite primary result codes (an extended code's low byte)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A state of the data directory that a failure can be recognised as, and the typed error it becomes."""
+
+    error: type[DataDirError]
+    errnos: frozenset[int]
+    sqlite_codes: frozenset[int]
+    words: tuple[str, ...]  # lower case, for messages that carry neither an errno nor a code
+    advice: str
+
+    def message(self, data_dir: Path, reason: str) -> str:
+        advice = self.advice.format(reason=reason)
+        return f"the data directory {data_dir.absolute()} {advice}; nothing indexed so far is lost"
+
+
+FULL = Condition(
+    DataDirFullError,
+    frozenset({errno.ENOSPC, errno.EDQUOT}),
+    frozenset({SQLITE_FULL}),
+    ("database or disk is full", "no space left on device", "disk quota exceeded", "(code: 13)", "os error 28",
+     "os error 122"),
+    "is full ({reason}): free space there and run the command again",
+)  # fmt: skip
+NOT_WRITABLE = Condition(
+    DataDirNotWritableError,
+    frozenset({errno.EROFS, errno.EACCES, errno.EPERM}),
+    frozenset({SQLITE_READONLY, SQLITE_PERM}),
+    ("readonly database", "read-only file system", "permission denied", "operation not permitted", "(code: 8)",
+     "os error 30", "os error 13"),
+    "cannot be written ({reason}): make it writable, or set data_dir to another folder, and run the command again",
+)  # fmt: skip
+CONDITIONS = (FULL, NOT_WRITABLE)
+
+
+def foreign_types() -> tuple[type[Exception], ...]:
+    """The exception types of the stores' libraries; any of them raised inside the boundary is mapped.
+
+    Chroma's are looked up only once chromadb is imported: a command that never opened the vector store cannot
+    have met one, and importing chromadb costs a second."""
+    types: list[type[Exception]] = [SQLAlchemyError, sqlite3.Error, OSError]
+    chroma = sys.modules.get("chromadb.errors")
+    if chroma is not None:
+        types.append(chroma.ChromaError)
+    return tuple(types)
+
+
+@contextmanager
+def store_errors(error: type[StoreError], data_dir: Path, failed: str) -> Iterator[None]:
+    """Run store work; a foreign exception leaves it as a typed error, chained.
+
+    ``error``: the store's own class (CatalogError, VectorStoreError), for failures that are not the data
+    directory's state; ``failed``: what could not be done, for those ("cannot open the catalog /x/catalog.sqlite3").
+    """
+    try:
+        yield
+    except foreign_types() as exc:
+        raise typed_error(exc, error, data_dir, failed) from exc
+
+
+def typed_error(exc: BaseException, error: type[StoreError], data_dir: Path, failed: str) -> StoreError:
+    """The typed error a foreign exception from a store becomes: one line, never the foreign library's type."""
+    chain = list(_chain(exc))
+    for condition in CONDITIONS:
+        found = _recognise(condition, chain)
+        if found is not None:
+            return condition.error(condition.message(data_dir, found))
+    if _space_left(data_dir) < FULL_BELOW:
+        return FULL.error(FULL.message(data_dir, os.strerror(errno.ENOSPC)))
+    return error(f"{failed}: {_one_line(exc)}")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, what SQLAlchemy wraps (``orig``) and what it was raised from or during, a few levels deep."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 8:
+        current = todo.pop(0)
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        yield current
+        orig = current.orig if isinstance(current, DBAPIError) else None
+        todo += [orig if isinstance(orig, BaseException) else None, current.__cause__, current.__context__]
+
+
+def _recognise(condition: Condition, chain: list[BaseException]) -> str | None:
+    """Why ``chain`` shows ``condition`` (the reason in the message), or None when it does not."""
+    for exc in chain:
+        if isinstance(exc, OSError) and exc.errno in condition.errnos:
+            return exc.strerror or os.strerror(exc.errno)
+        code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
+        if isinstance(code, int) and code & 0xFF in condition.sqlite_codes:
+            return _reason(condition, code & 0xFF, exc)
+    for exc in chain:
+        text = str(exc).lower()
+        if any(word in text for word in condition.words):
+            return _reason(condition, None, exc)
+    return None
+
+
+def _reason(condition: Condition, sqlite_code: int | None, exc: BaseException) -> str:
+    if condition is FULL:  # SQLite and Chroma only say "database or disk is full"; the errno names it better
+        quota = "quota" in str(exc).lower() or "os error 122" in str(exc).lower()
+        return os.strerror(errno.EDQUOT if quota else errno.ENOSPC)
+    return _one_line(exc)
+
+
+def _space_left(data_dir: Path) -> int:
+    """Bytes an unprivileged write could still take on the data directory's file system (large when unknown)."""
+    for folder in (data_dir, *data_dir.parents):
+        try:
+            stat = os.statvfs(folder)
+        except OSError:
+            continue
+        return stat.f_bavail * stat.f_frsize
+    return sys.maxsize
+
+
+_SQLALCHEMY_NOTE = re.compile(r"\s*\(Background on this error at: [^)]*\)")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The foreign message on one line: the driver's own words for SQLAlchemy's wrapper (not the SQL, not its
+    link), the strerror and file name for an OSError."""
+    if isinstance(exc, DBAPIError) and isinstance(exc.orig, BaseException):
+        exc = exc.orig
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        text = _SQLALCHEMY_NOTE.sub("", str(exc)) if isinstance(exc, SQLAlchemyError) else str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
