@@ -20,6 +20,7 @@ import click
 
 from photosearch.cli_roots import roots as roots_command
 from photosearch.pathtext import display, to_text
+from photosearch.query.limits import MAX_K
 
 if TYPE_CHECKING:
     from photosearch.indexing.indexer import IndexReport
@@ -157,12 +158,22 @@ def _running_server(ctx: click.Context) -> ServerClient | None:
     return ServerClient(found["url"], found.get("token")) if found else None
 
 
-_K = click.option("-k", "--top", "k", type=click.IntRange(1, 1000), help="How many results (default 10).")
+_K = click.option("-k", "--top", "k", type=click.IntRange(1, MAX_K),
+                  help="How many results (default: search.default_k in the config, 10 unless set).")  # fmt: skip
 _JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
 _FOLDER = click.option("--folder", type=click.Path(path_type=Path), help="Only photos under this folder.")
 _OFFLINE = click.option(
     "--include-offline", is_flag=True, help="Also photos of missing library folders (unmounted, or moved)."
 )
+
+
+def _k(ctx: click.Context, k: int | None) -> int:
+    """-k, or the configured search.default_k: what a server is asked for (a library applies the default itself)."""
+    from photosearch.config import load_config
+
+    if k is not None:
+        return k
+    return load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"]).search.default_k
 
 
 @cli.command()
@@ -180,7 +191,7 @@ def search(
     if server is not None:
         folder_arg = to_text(folder.expanduser().resolve()) if folder else None  # the wire form, as stored
         offline = "true" if include_offline else None
-        reply = server.get("/api/search", q=query, k=k or 10, folder=folder_arg, include_offline=offline)
+        reply = server.get("/api/search", q=query, k=_k(ctx, k), folder=folder_arg, include_offline=offline)
         _print_results(reply["results"], as_json)
         return
     with _library(ctx) as library:
@@ -201,7 +212,7 @@ def similar(
     """Photos that look like PHOTO (an indexed photo or any image file)."""
     server = _running_server(ctx)
     if server is not None and folder is None:
-        _print_results(_similar_via_server(server, photo, k or 10, include_offline), as_json)
+        _print_results(_similar_via_server(server, photo, _k(ctx, k), include_offline), as_json)
         return
     with _library(ctx) as library:
         results = library.similar(photo, k=k, folder=folder, include_offline=include_offline)

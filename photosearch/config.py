@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from photosearch.errors import ConfigError
+from photosearch.query.limits import MAX_K
 
 ENV_PREFIX = "PHOTOSEARCH_"
 CONFIG_FILENAME = "config.toml"
@@ -76,7 +78,17 @@ class ServerConfig(_Section):
 
 
 class SearchConfig(_Section):
-    default_k: int = Field(default=10, ge=1, le=10_000)
+    default_k: int = 10  # the one default of every search (CLI, library, HTTP API), from 1 to MAX_K
+
+    @field_validator("default_k")
+    @classmethod
+    def _k_in_range(cls, value: int) -> int:
+        if not 1 <= value <= MAX_K:  # above MAX_K every query that used the default would be refused
+            raise PydanticCustomError(
+                "k_range", "must be from 1 to {max_k} (the most results a query returns), got {value}",
+                {"max_k": MAX_K, "value": value},
+            )  # fmt: skip
+        return value
 
 
 class Config(_Section):

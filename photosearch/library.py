@@ -41,6 +41,7 @@ from photosearch.models.textencoder import load_text_encoder
 from photosearch.pathtext import display
 from photosearch.query.search import Searcher, SearchResult, TextEmbedder, folder_where
 from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
+from photosearch.stores.index import Index
 from photosearch.stores.queue import WorkQueue
 from photosearch.stores.schema import PhotoStatus
 from photosearch.stores.vectors import VectorStore
@@ -305,7 +306,7 @@ class Library:
 
     def _indexer(self) -> Indexer:
         # JPEGs decode at a reduced scale down to the model's input side (see Indexer.examine).
-        return Indexer(self.config, self.catalog, self.store(), self.embedder)
+        return Indexer(self.config, Index(self.catalog, self.store), self.embedder)
 
     def reindex(self, progress: Progress | None = None) -> IndexReport:
         """Rebuild every vector with the configured model (after changing model.name, say)."""
@@ -322,6 +323,10 @@ class Library:
         return self.index(progress=progress)
 
     # -- queries ---------------------------------------------------------------------------------------
+    def _k(self, k: int | None) -> int:
+        """k as asked for, or the configured default (search.default_k) when not given; 0 is refused, not defaulted."""
+        return self.config.search.default_k if k is None else k
+
     def _searcher(self, include_offline: bool, roots: Sequence[RootInfo]) -> Searcher:
         offline = offline_roots(self.catalog, roots)  # their photos are left out unless include_offline
         return Searcher(self.catalog, self.store(), self.text_embedder, offline, include_offline)
@@ -338,7 +343,7 @@ class Library:
                 encoder = pool.submit(self.text_embedder)
                 self.store()
                 encoder.result()
-        return self._searcher(include_offline, roots).by_text(query, k or self.config.search.default_k, where)
+        return self._searcher(include_offline, roots).by_text(query, self._k(k), where)
 
     def similar(
         self, photo: Path, k: int | None = None, folder: Path | None = None, include_offline: bool = False
@@ -348,7 +353,7 @@ class Library:
         roots = self.roots()
         where = folder_where(roots, folder)
         searcher = self._searcher(include_offline, roots)
-        k = k or self.config.search.default_k
+        k = self._k(k)
         path = photo.expanduser().absolute()
         record = self.catalog.by_path(path) or self.catalog.by_path(path.resolve())
         if record is not None and record.status == PhotoStatus.INDEXED:
@@ -365,7 +370,7 @@ class Library:
         """Photos like an image given as bytes (an upload): decoded like any photo, EXIF orientation applied."""
         image = decode_photo(data, name=name, max_pixels=self.config.index.max_image_pixels).image
         vector = self.embedder().embed_images([image])[0]
-        return self._searcher(include_offline, self.roots()).by_vector(vector, k or self.config.search.default_k)
+        return self._searcher(include_offline, self.roots()).by_vector(vector, self._k(k))
 
     def photo(self, photo_id: int) -> PhotoRecord:
         return self.catalog.get(photo_id)

@@ -150,3 +150,14 @@ def test_other_web_pages_cannot_use_the_server_but_the_cli_can(served, env, tmp_
     by_example = [json.loads(x) for x in _run([*base, "similar", str(outside), "--json"], env).stdout.splitlines()]
     assert by_example[0]["path"] == str(root / "p3.jpg")
     assert json.loads(_run([*base, "status", "--json"], env).stdout)["daemon"]["running"] is True
+
+
+def test_the_cli_asks_the_server_for_its_own_configured_default_k(served, env, tmp_path):
+    base, root, _, _ = served
+    three = {**env, "PHOTOSEARCH_SEARCH_DEFAULT_K": "3"}  # the CLI's configuration; the server runs with 10
+    result = _run([sys.executable, "-X", "importtime", *base[1:], "search", "a cat", "--json"], three)
+    assert "torch" not in {line.split("|")[-1].strip() for line in result.stderr.splitlines()}  # the server answered
+    assert len(result.stdout.splitlines()) == 3
+    assert len(_run([*base, "similar", str(root / "p3.jpg"), "--json"], three).stdout.splitlines()) == 3
+    outside = make_photo(tmp_path / "elsewhere.jpg", seed=5)  # an upload: POST /api/search/image
+    assert len(_run([*base, "similar", str(outside), "--json"], three).stdout.splitlines()) == 3

@@ -6,6 +6,7 @@ so a vector orphaned by an interrupted run is never shown (see indexer.py for th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -17,11 +18,10 @@ import numpy as np
 from photosearch.errors import InvalidQueryError
 from photosearch.models.embedder import ModelIdentity
 from photosearch.pathtext import display
+from photosearch.query.limits import MAX_K as MAX_K  # re-exported: the query layer's limit
 from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
 from photosearch.stores.schema import PhotoStatus
-from photosearch.stores.vectors import VectorStore, excluding_roots, folder_filter
-
-MAX_K = 1000
+from photosearch.stores.vectors import Hit, VectorStore, excluding_roots, folder_filter
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,34 @@ class Searcher:
         where: dict[str, Any] | None = None,
         exclude: frozenset[int] = frozenset(),
     ) -> list[SearchResult]:
+        """The k indexed photos nearest to ``vector``, best first (fewer only when fewer exist).
+
+        Chroma's nearest vectors can belong to rows that are not ``indexed`` (pending after an interrupted run,
+        failed, or removed with the vector left behind) or to ``exclude``. Those are skipped, and while that
+        leaves fewer than k, Chroma is asked again for more (see _grown) until k are found, Chroma has no more,
+        or every indexed row has been seen. When every hit is usable (the common case) it is one Chroma query.
+        """
         _check_k(k)
-        hits = self._store.query(vector, k + len(exclude), excluding_roots(where, self._hidden))
-        records = self._catalog.records(hit.photo_id for hit in hits)
+        where = excluding_roots(where, self._hidden)
+        fetch = k + len(exclude)
+        records: dict[int, PhotoRecord] = {}
+        bounds: tuple[int, int] | None = None  # (vectors in the collection, indexed rows), read once if needed
+        while True:
+            hits = self._store.query(vector, fetch, where)
+            records.update(self._catalog.records([h.photo_id for h in hits if h.photo_id not in records]))
+            results = self._usable(hits, records, k, exclude)
+            if len(results) == k or len(hits) < fetch:  # enough, or nothing more matches ``where``
+                return results
+            if bounds is None:
+                bounds = self._store.count(), self._catalog.counts()[PhotoStatus.INDEXED.value]
+            seen = sum(1 for h in hits if (r := records.get(h.photo_id)) and r.status == PhotoStatus.INDEXED)
+            if fetch >= bounds[0] or seen >= bounds[1]:  # no vector left unread, or none of them indexed
+                return results
+            fetch = min(bounds[0], _grown(fetch, len(results), k))
+
+    def _usable(
+        self, hits: Sequence[Hit], records: dict[int, PhotoRecord], k: int, exclude: frozenset[int]
+    ) -> list[SearchResult]:
         results: list[SearchResult] = []
         for hit in hits:
             record = records.get(hit.photo_id)
@@ -127,6 +152,14 @@ def folder_where(roots: Sequence[RootInfo], folder: Path | None) -> dict[str, An
     if folder is None:
         return None
     return folder_filter(*resolve_folder(roots, folder))
+
+
+def _grown(fetched: int, usable: int, k: int) -> int:
+    """The next fetch after ``fetched`` hits gave ``usable`` results: as many as that share of usable hits says k
+    need, and a quarter more, but at least twice and at most eight times the last fetch (a few rounds reach
+    any collection size, and a share measured on few hits cannot ask for the whole collection at once)."""
+    wanted = math.ceil(fetched * k * 1.25 / usable) if usable else 8 * fetched
+    return min(8 * fetched, max(2 * fetched, wanted))
 
 
 def _result(rank: int, record: PhotoRecord, score: float, offline: bool) -> SearchResult:

@@ -27,7 +27,8 @@ from photosearch.config import ServerConfig
 from photosearch.errors import ImageError, PhotosearchError
 from photosearch.library import Library
 from photosearch.pathtext import display, from_text
-from photosearch.query.search import MAX_K, SearchResult
+from photosearch.query.limits import MAX_K
+from photosearch.query.search import SearchResult
 from photosearch.serving.httproots import roots_router
 from photosearch.serving.thumbnails import servable_path, thumbnail
 from photosearch.serving.webguard import CSRF_HEADER, HostRule, WebGuard
@@ -47,7 +48,7 @@ _API_RULES = f"""Requests must name this server in `Host` (127.0.0.1 or localhos
 `server.allowed_hosts`), must not come from another web page (`Origin`, `Sec-Fetch-Site`; see
 `server.cors_origins`), and every POST must carry the header `{CSRF_HEADER}: 1` (or a JSON body, or
 `Authorization: Bearer TOKEN`). Refusals are 400 (host) and 403 (origin, header)."""
-K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results")]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results (default: search.default_k)")]
 OFFSET = Annotated[int, Query(ge=0, le=MAX_K - 1, description="Results to skip (paging)")]
 PhotoId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="Catalog id of a photo")]  # SQLite's range
 OFFLINE = Annotated[bool, Query(description="Also photos of missing (unmounted, moved) library folders")]
@@ -137,12 +138,13 @@ def create_app(
                   description=_API_RULES)  # fmt: skip
     _install_security(app, config.server)
     _install_errors(app)
+    default_k = config.search.default_k  # the one default of every search (the CLI's and the library's too)
 
     def roots() -> list[Path]:
         return [r.path for r in library.roots()]
 
     @app.get("/api/search", response_model=Results, summary="Photos matching a text query")
-    async def search(q: Annotated[str, Query(min_length=1, max_length=1000)], k: K = 20, offset: OFFSET = 0,
+    async def search(q: Annotated[str, Query(min_length=1, max_length=1000)], k: K = default_k, offset: OFFSET = 0,
                      folder: str | None = None, include_offline: OFFLINE = False) -> Results:  # fmt: skip
         where = Path(from_text(folder)) if folder else None  # paths travel in their stored form (pathtext.py)
         results = await run_in_threadpool(library.search, q, min(MAX_K, offset + k + 1), where, include_offline)
@@ -153,14 +155,15 @@ def create_app(
         return _details(await run_in_threadpool(library.photo, photo_id))
 
     @app.get("/api/photos/{photo_id}/similar", response_model=Results, summary="Photos like an indexed photo")
-    async def similar(photo_id: PhotoId, k: K = 20, offset: OFFSET = 0, include_offline: OFFLINE = False) -> Results:
+    async def similar(photo_id: PhotoId, k: K = default_k, offset: OFFSET = 0,
+                      include_offline: OFFLINE = False) -> Results:  # fmt: skip
         record = await run_in_threadpool(library.photo, photo_id)
         wanted = min(MAX_K, offset + k + 1)
         results = await run_in_threadpool(library.similar, record.path, wanted, None, include_offline)
         return _page(results, offset, k)
 
     @app.post("/api/search/image", response_model=Results, summary="Photos like an uploaded image")
-    async def search_image(file: Annotated[UploadFile, File()], k: K = 20, offset: OFFSET = 0,
+    async def search_image(file: Annotated[UploadFile, File()], k: K = default_k, offset: OFFSET = 0,
                            include_offline: OFFLINE = False) -> Results:  # fmt: skip
         limit = config.server.max_upload_bytes
         data = await file.read(limit + 1)
