@@ -148,9 +148,9 @@ def _indexed_count(catalog_path) -> int:
 def test_sigkill_in_the_middle_of_a_run_converges(tmp_path, tiny_model_dir, env):
     """A real `photosearch index` process killed with SIGKILL mid-run, three times; the next run converges."""
     root = tmp_path / "lib"
-    total = 120
+    total = 60
     for i in range(total):
-        make_photo(root / f"d{i % 4}" / f"p{i}.jpg", seed=i, size=(640, 480))
+        make_photo(root / f"d{i % 4}" / f"p{i}.jpg", seed=i, size=(480, 360))
     data = tmp_path / "data"
     cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(data), "--model", str(tiny_model_dir)]
     run_env = {**env, "PHOTOSEARCH_MODEL_BATCH_SIZE": "2"}

@@ -181,13 +181,13 @@ def test_sigkill_during_changes_converges_exactly(tmp_path, tiny_model_dir, env,
 def test_searches_while_the_daemon_indexes_see_no_error(tmp_path, tiny_model_dir, env, lib):
     daemon = _start(tmp_path, tiny_model_dir, env, lib)
     daemon.settle({str(lib / f"p{i}.jpg") for i in range(3)})
-    for i in range(120):
-        make_photo(lib / "burst" / f"b{i}.jpg", seed=2000 + i, size=(640, 480))
+    for i in range(60):
+        make_photo(lib / "burst" / f"b{i}.jpg", seed=2000 + i, size=(480, 360))
     config = make_config(tmp_path / "data", tiny_model_dir)
     searches = 0
     with Library.open(config, embedder_factory=Counted()) as library:
         deadline = time.monotonic() + 120
-        while len(daemon.indexed_paths()) < 123 or not daemon.idle():
+        while len(daemon.indexed_paths()) < 63 or not daemon.idle():
             assert time.monotonic() < deadline
             hits = library.search("a photo of a dog", k=5)
             assert 1 <= len(hits) <= 5
@@ -198,25 +198,4 @@ def test_searches_while_the_daemon_indexes_see_no_error(tmp_path, tiny_model_dir
     assert cli.returncode == 0 and len(cli.stdout.splitlines()) == 3, cli.stderr
     daemon.stop()
     assert searches > 5, "the daemon finished before the searches could overlap it"
-    assert len(grown) == 123  # the reader saw the daemon's writes
-
-
-def test_moving_a_folder_of_a_thousand_photos_calls_the_model_for_none(tmp_path, tiny_model_dir, env, lib):
-    album = lib / "album"
-    for i in range(1000):
-        make_photo(album / f"a{i:04d}.jpg", seed=5000 + i, size=(48, 36))
-    daemon = _start(tmp_path, tiny_model_dir, env, lib, "native")
-    try:
-        before = {p for p in daemon.indexed_paths()}
-        assert len(before) == 1003
-        daemon.settle(before)
-        ids_before = sorted(i for (i,) in daemon.sql("select id from photos"))
-        embedded_before = _embedded_total(daemon.log())
-        album.rename(lib / "moved-album")
-        after = {p.replace("/album/", "/moved-album/") for p in before}
-        daemon.settle(after, timeout=120)
-        assert sorted(i for (i,) in daemon.sql("select id from photos")) == ids_before
-        assert _embedded_total(daemon.log()) == embedded_before
-        assert "moved=1000," in daemon.log()
-    finally:
-        daemon.stop()
+    assert len(grown) == 63  # the reader saw the daemon's writes

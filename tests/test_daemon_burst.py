@@ -214,6 +214,18 @@ def _log_says(data: Path, text: str) -> int:
     return log.read_text(errors="replace").count(text) if log.exists() else 0
 
 
+@contextmanager
+def _running(data: Path, output: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A spawned daemon that is killed if the test fails before it stops it: none is left running."""
+    proc = _spawn(data, output)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _stop(proc: subprocess.Popen[bytes], output: Path) -> float:
     """SIGTERM, and how long the process took to exit (cleanly)."""
     began = time.monotonic()
@@ -233,27 +245,25 @@ def test_sigterm_in_the_middle_of_a_burst_exits_within_ten_seconds_and_a_restart
     root.mkdir()
     with Library.open(hash_config(data), embedder_factory=lambda _c: HashEmbedder()) as library:
         library.add_roots([root])
-    proc = _spawn(data, output)
-    _wait(lambda: _log_says(data, "caught up") == 1, 60, "the daemon's start")
-    shutil.copytree(staging, root / "burst")
-    copied = time.monotonic()
-    # Once the copied files have settled, most of the burst is due at once: the long drain that SIGTERM used to
-    # wait for (19 s in issue 9).
-    _wait(lambda: _counts(data)[0] > 0 and time.monotonic() - copied > WAITS + 1, 60, "the drain")
-    assert (seconds := _stop(proc, output)) < 10, f"SIGTERM during the burst took {seconds:.1f} s"
+    with _running(data, output) as proc:
+        _wait(lambda: _log_says(data, "caught up") == 1, 60, "the daemon's start")
+        shutil.copytree(staging, root / "burst")
+        copied = time.monotonic()
+        # Once the copied files have settled, most of the burst is due at once: the long drain that SIGTERM used to
+        # wait for (19 s in issue 9).
+        _wait(lambda: _counts(data)[0] > 0 and time.monotonic() - copied > WAITS + 1, 60, "the drain")
+        assert (seconds := _stop(proc, output)) < 10, f"SIGTERM during the burst took {seconds:.1f} s"
     assert _counts(data)[0] < N, "the burst was done before the signal: the test proved nothing"
 
-    # Restarted, it catches up and then works off what the stopped run left queued: the moment the daemon used
-    # to plan all of it in one go, deaf to signals.
-    proc = _spawn(data, output)
-    _wait(lambda: _log_says(data, "caught up") == 2, 60, "the restarted daemon's catch-up")
-    assert (seconds := _stop(proc, output)) < 10, f"SIGTERM after the catch-up took {seconds:.1f} s"
+    # Restarted, it catches up (indexing what the stopped run left) and then works off what that run left queued:
+    # the moment the daemon used to plan all of it in one go, deaf to signals.
+    with _running(data, output) as proc:
+        _wait(lambda: _log_says(data, "caught up") == 2, 120, "the restarted daemon's catch-up")
+        assert (seconds := _stop(proc, output)) < 10, f"SIGTERM after the catch-up took {seconds:.1f} s"
 
-    proc = _spawn(data, output)
-    try:
-        _wait(lambda: _log_says(data, "caught up") == 3, 60, "the third start's catch-up")
+    with _running(data, output) as proc:
+        _wait(lambda: _log_says(data, "caught up") == 3, 120, "the third start's catch-up")
         _wait(lambda: _counts(data) == (N, 0, 0), 120, "the restarted daemon to finish the burst")
-    finally:
         _stop(proc, output)
     with Library.open(hash_config(data), embedder_factory=lambda _c: HashEmbedder()) as library:
         ids = assert_stores_agree(library)
@@ -312,3 +322,22 @@ def test_a_move_takes_over_what_is_queued_for_its_source(tmp_path: Path) -> None
         assert {e.path: e.moved_from for e in queue.due(now=200.0, limit=10)} == {b: a, other: None, inside: None}
         queue.put([(c, b, False), (new, old, True)], debounce=0.0, now=102.0)  # a -> b -> c; a folder moved
         assert {e.path: e.moved_from for e in queue.due(now=200.0, limit=10)} == {c: a, other: None, new: old}
+
+
+def test_moving_a_folder_of_a_thousand_photos_calls_the_model_for_none(tmp_path: Path, staging: Path) -> None:
+    """A folder rename is one event for the daemon: every photo keeps its row and vector, nothing is read."""
+    root = tmp_path / "lib"
+    album = root / "album"
+    album.mkdir(parents=True)
+    for source in sorted(staging.iterdir())[:1000]:
+        shutil.copyfile(source, album / source.name)
+    with daemon_thread(tmp_path / "data", root) as (library, embedder, records):
+        _follow(library, expected=1000)
+        ids_before = assert_stores_agree(library)
+        embedded_before = embedder.images
+        album.rename(root / "moved-album")
+        _wait(lambda: any("1000 moved" in line for line in records.lines), 60, "the move")
+        ids = assert_stores_agree(library)
+        paths = {str(r.path) for r in library.catalog.records(ids).values()}
+    assert ids == ids_before and embedder.images == embedded_before == 1000
+    assert paths == {str(root / "moved-album" / name) for name in sorted(os.listdir(root / "moved-album"))}
