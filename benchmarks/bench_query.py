@@ -160,10 +160,8 @@ def build_index(folder: Path, model: Path, vectors: np.ndarray, of: np.ndarray) 
     (folder / "photos" / "MOUNTED").touch()
     catalog = Catalog.open(folder / "catalog.sqlite3")
     root = catalog.add_root(folder / "photos")
-    catalog.set_meta({MODEL_KEY: json.dumps({"name": identity.name, "revision": identity.revision,
-                                             "dim": identity.dim})})  # fmt: skip
-    store = VectorStore.open(folder / "chroma", identity.key(), {"model": identity.name,
-                             "revision": identity.revision, "dim": identity.dim})  # fmt: skip
+    catalog.set_meta({MODEL_KEY: identity.to_json()})
+    store = VectorStore.open(folder / "chroma", identity.key(), identity.to_dict())
     start, now = datetime(2012, 1, 1), datetime.now().replace(microsecond=0)
     step = 5000
     for first in range(0, len(vectors), step):

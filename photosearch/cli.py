@@ -21,6 +21,7 @@ import click
 from photosearch.cli_roots import roots as roots_command
 from photosearch.pathtext import display, to_text
 from photosearch.query.limits import MAX_K
+from photosearch.query.result import RESULT_KEYS
 
 if TYPE_CHECKING:
     from photosearch.indexing.indexer import IndexReport
@@ -131,15 +132,11 @@ def _print_report(report: IndexReport) -> None:
         click.echo("see `photosearch status --failed` for the reasons", err=True)
 
 
-_RESULT_KEYS = ("rank", "id", "path", "score", "folder", "width", "height", "taken_at", "camera_make", "camera_model",
-               "offline")  # fmt: skip
-
-
 def _print_results(results: Sequence[dict[str, Any]], as_json: bool) -> None:
     """One line per result; the same whether the results came from the library or from a server."""
     if as_json:
         for result in results:
-            click.echo(json.dumps({key: result.get(key) for key in _RESULT_KEYS}))
+            click.echo(json.dumps({key: result.get(key) for key in RESULT_KEYS}))  # a server's too, in this order
         return
     if not results:
         click.echo("no results (is anything indexed? see `photosearch status`)", err=True)
@@ -307,7 +304,7 @@ def _print_status(info: dict[str, Any]) -> None:
         click.echo("library   (none yet: run `photosearch index FOLDER`)")
     click.echo(f"photos    {info['indexed']} indexed, {info['pending']} pending, {info['failed']} failed")
     click.echo(f"model     {info['model'] or '(nothing indexed yet)'}")
-    if info["model"] is not None and not info["model"].startswith(info["configured_model"] + " "):
+    if not info["model_matches"]:
         click.echo(f"          configured: {info['configured_model']} -> run `photosearch reindex`")
     click.echo(f"data      {info['data_dir']}")
     click.echo(f"size      catalog {_mb(info['catalog_bytes'])}, vectors {_mb(info['vectors_bytes'])}")

@@ -10,20 +10,17 @@ The model and Chroma are opened lazily, so `status` and a run with nothing to do
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from photosearch.config import Config, ModelConfig
-from photosearch.errors import ImageError, LibraryBusyError, LibraryRootError, ModelMismatchError, WriterBusyError
+from photosearch.errors import LibraryRootError, ModelMismatchError, WriterBusyError
 from photosearch.indexing import roots as roots_ops
-from photosearch.indexing.imaging import decode_photo
 from photosearch.indexing.indexer import Indexer, IndexReport, Progress
 from photosearch.indexing.planner import Scope
 from photosearch.indexing.roots import (
@@ -35,19 +32,25 @@ from photosearch.indexing.roots import (
     offline_roots,
     overview,
 )
-from photosearch.locking import WriterLock
-from photosearch.models.embedder import Embedder, ModelIdentity, load_embedder
+from photosearch.locking import Writer
+from photosearch.models.embedder import load_embedder
+from photosearch.models.identity import ModelIdentity, recorded_name
+from photosearch.models.protocols import Embedder, TextEmbedder
 from photosearch.models.textencoder import load_text_encoder
 from photosearch.pathtext import display
-from photosearch.query.search import Searcher, SearchResult, TextEmbedder, folder_where
+from photosearch.query.images import image_bytes, image_file
+from photosearch.query.search import Searcher, SearchResult, folder_where
+from photosearch.query.warmup import load_side_by_side
 from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
+from photosearch.stores.daemonrecord import DaemonRecord
 from photosearch.stores.index import Index
 from photosearch.stores.queue import WorkQueue
 from photosearch.stores.schema import PhotoStatus
 from photosearch.stores.vectors import VectorStore
+from photosearch.watching.handoff import hand_to_daemon
 
 if TYPE_CHECKING:
-    from PIL import Image
+    import numpy as np
 
 EmbedderFactory = Callable[[ModelConfig], Embedder]
 TextEncoderFactory = Callable[[ModelConfig], TextEmbedder | None]  # None: this model needs the full Embedder
@@ -58,7 +61,7 @@ def _never() -> bool:
     return False
 
 
-MODEL_KEY = "model"
+MODEL_KEY = "model"  # the catalog meta key of the recorded ModelIdentity (its to_json)
 ROOTS_WAIT = 60.0  # seconds a roots change waits for the daemon's batch in flight (HTTP clients give up at 120)
 
 
@@ -71,6 +74,7 @@ class LibraryStatus:
     failed: int
     model: str | None  # what the index was built with
     configured_model: str
+    model_matches: bool  # the index was built with the configured model.name (or nothing is indexed yet)
     data_dir: Path
     catalog_bytes: int
     vectors_bytes: int
@@ -85,24 +89,12 @@ class LibraryStatus:
             "failed": self.failed,
             "model": self.model,
             "configured_model": self.configured_model,
-            "model_matches": self.model is None or self.model.startswith(self.configured_model + " "),
+            "model_matches": self.model_matches,
             "data_dir": str(self.data_dir),
             "catalog_bytes": self.catalog_bytes,
             "vectors_bytes": self.vectors_bytes,
             "moved_roots": [m.to_dict() for m in self.moved_roots],
         }
-
-
-def configured_model_name(config: ModelConfig) -> str:
-    """The name an index records: a local folder as its absolute path, a hub name as written."""
-    local = Path(config.name).expanduser()
-    return str(local.resolve()) if local.is_dir() else config.name
-
-
-def _tree_size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
 class Library:
@@ -114,14 +106,16 @@ class Library:
         text_encoder_factory: TextEncoderFactory | None = None,
     ) -> None:
         self.config = config
+        # The stores, wired here once; the daemon and the adapters use these, never SQL or the catalog's meta keys.
         self.catalog = catalog
+        self.queue = WorkQueue(catalog)  # the watch daemon's changed paths (and folders handed to it)
+        self.daemon_record = DaemonRecord(catalog)  # the daemon's start and last error, for `status`
         self._embedder_factory = embedder_factory
         self._text_encoder_factory = text_encoder_factory
         self._embedder_instance: Embedder | None = None
         self._text_instance: TextEmbedder | None = None
         self._store_instance: VectorStore | None = None
-        self._writer: WriterLock | None = None
-        self._turn = threading.RLock()  # one write at a time among this process's threads (see _exclusive)
+        self._writer = Writer(config.data_dir)  # the writer lock, and one writing thread at a time
         self._init_lock = threading.RLock()  # the embedder and the store
         self._text_lock = threading.Lock()  # the text encoder: it loads beside the store (see search)
 
@@ -150,12 +144,21 @@ class Library:
     # -- model and store -------------------------------------------------------------------------------
     def stored_model(self) -> ModelIdentity | None:
         raw = self.catalog.get_meta(MODEL_KEY)
-        return None if raw is None else ModelIdentity(**json.loads(raw))
+        return None if raw is None else ModelIdentity.from_json(raw)
 
     def _check_model_name(self) -> None:
-        stored, wanted = self.stored_model(), configured_model_name(self.config.model)
-        if stored is not None and stored.name != wanted:
-            raise _mismatch(stored.describe(), wanted)
+        """Refuse a model.name other than the index's before loading anything."""
+        stored = self.stored_model()
+        if stored is not None and not stored.matches(self.config.model.name):
+            raise _mismatch(stored.describe(), recorded_name(self.config.model.name))
+
+    def _adopt(self, identity: ModelIdentity) -> None:
+        """The loaded model's identity: recorded when nothing is indexed yet, refused if not the index's."""
+        stored = self.stored_model()
+        if stored is None:
+            self._record_model(identity)
+        elif stored != identity:
+            raise _mismatch(stored.describe(), identity.describe())
 
     def embedder(self) -> Embedder:
         """The configured model, loaded once; refused if the index was built with another model."""
@@ -166,11 +169,7 @@ class Library:
         if self._embedder_instance is None:
             self._check_model_name()
             embedder = self._embedder_factory(self.config.model)
-            stored = self.stored_model()
-            if stored is None:
-                self._record_model(embedder.identity)
-            elif stored != embedder.identity:
-                raise _mismatch(stored.describe(), embedder.identity.describe())
+            self._adopt(embedder.identity)
             self._embedder_instance = embedder
         return self._embedder_instance
 
@@ -189,16 +188,11 @@ class Library:
         encoder = self._text_encoder_factory(self.config.model) if self._text_encoder_factory else None
         if encoder is None:
             return self.embedder()
-        stored = self.stored_model()
-        if stored is None:
-            self._record_model(encoder.identity)
-        elif stored != encoder.identity:
-            raise _mismatch(stored.describe(), encoder.identity.describe())
+        self._adopt(encoder.identity)
         return encoder
 
     def _record_model(self, identity: ModelIdentity) -> None:
-        fields = {"name": identity.name, "revision": identity.revision, "dim": identity.dim}
-        self.catalog.set_meta({MODEL_KEY: json.dumps(fields)})
+        self.catalog.set_meta({MODEL_KEY: identity.to_json()})
 
     def store(self) -> VectorStore:
         with self._init_lock:
@@ -208,8 +202,7 @@ class Library:
         if self._store_instance is None:
             self._check_model_name()
             identity = self.stored_model() or self._load_embedder().identity
-            info: dict[str, str | int] = {"model": identity.name, "revision": identity.revision, "dim": identity.dim}
-            self._store_instance = VectorStore.open(self.config.chroma_dir, identity.key(), info)
+            self._store_instance = VectorStore.open(self.config.chroma_dir, identity.key(), identity.to_dict())
         return self._store_instance
 
     # -- roots and indexing ----------------------------------------------------------------------------
@@ -231,42 +224,21 @@ class Library:
 
     def remove_root(self, which: Path | int) -> int:
         """Forget a library folder (by path or id) and its photos in both stores (not the files); how many went."""
-        with self._exclusive("roots", wait=ROOTS_WAIT):
+        with self._writer.turn("roots", wait=ROOTS_WAIT):
             return roots_ops.remove_root(self.catalog, self._existing_store, find_root(self.roots(), which))
 
     def move_root(self, which: Path | int, new_path: Path, force: bool = False) -> RootInfo:
         """Point a library folder at where it is now, reading and embedding nothing; ``force``: even if not there."""
-        with self._exclusive("roots", wait=ROOTS_WAIT):
+        with self._writer.turn("roots", wait=ROOTS_WAIT):
             roots, new = self.roots(), folder_path(new_path)
             return roots_ops.move_root(self.catalog, self._existing_store, roots, find_root(roots, which), new, force)
 
     def _existing_store(self) -> VectorStore | None:
         return self.store() if self.stored_model() is not None else None  # no model yet: no vectors, no loading
 
-    @contextmanager
-    def _exclusive(self, role: str, wait: float | None = None) -> Iterator[None]:
-        """The writer lock, and one write at a time among this process's threads (in `serve` the daemon thread and
-        HTTP requests share this Library, and writing() is re-entrant). ``wait``: seconds to give up after."""
-        if not self._turn.acquire(timeout=-1 if wait is None else wait):
-            raise LibraryBusyError("the watch daemon is indexing: try again when `photosearch status` shows it idle")
-        try:
-            with self.writing(role):
-                yield
-        finally:
-            self._turn.release()
-
-    @contextmanager
-    def writing(self, role: str) -> Iterator[None]:
+    def writing(self, role: str) -> AbstractContextManager[None]:
         """Hold the data directory's writer lock (re-entrant within this Library)."""
-        if self._writer is not None:
-            yield
-            return
-        self._writer = WriterLock.acquire(self.config.data_dir, role)
-        try:
-            yield
-        finally:
-            self._writer.release()
-            self._writer = None
+        return self._writer.holding(role)
 
     def index(
         self,
@@ -284,24 +256,25 @@ class Library:
             raise LibraryRootError("no library folders yet: run `photosearch index FOLDER` once to add one")
         self._check_model_name()
         try:
-            with self._exclusive("index"):
+            with self._writer.turn("index"):
                 report = self._indexer().run(roots, progress, should_stop=should_stop, settle=settle)
         except WriterBusyError as busy:
-            if busy.holder.role != "watch":
-                raise
-            WorkQueue(self.catalog).put([(r.path, None, True) for r in roots], debounce=0)
-            return IndexReport(handed_to_pid=busy.holder.pid)
+            return hand_to_daemon(self.queue, roots, busy)  # raised again unless `watch` holds the lock
+        self._after_run(roots, report)
+        return report
+
+    def _after_run(self, roots: Sequence[RootInfo], report: IndexReport) -> None:
+        """Note which roots a run indexed, and report the missing roots whose photos turned up elsewhere."""
         for root in roots:
             if root.path not in report.missing_roots:
                 self.catalog.mark_root_indexed(root.id)
         # Over every root, not only this run's: `index B2` after renaming B to B2 is when B's photos turn up.
         everything = self.roots()
         report.moved_roots = moved_roots(self.catalog, everything, offline_roots(self.catalog, everything))
-        return report
 
     def index_changes(self, scope: Scope, should_stop: StopCheck = _never, settle: float | None = None) -> IndexReport:
         """Index only the changed paths of ``scope`` (what the daemon calls for its queue)."""
-        with self._exclusive("index"):
+        with self._writer.turn("index"):
             return self._indexer().run(self.roots(), scope=scope, should_stop=should_stop, settle=settle)
 
     def _indexer(self) -> Indexer:
@@ -310,7 +283,7 @@ class Library:
 
     def reindex(self, progress: Progress | None = None) -> IndexReport:
         """Rebuild every vector with the configured model (after changing model.name, say)."""
-        with self._exclusive("reindex"):
+        with self._writer.turn("reindex"):
             return self._reindex(progress)
 
     def _reindex(self, progress: Progress | None) -> IndexReport:
@@ -337,12 +310,7 @@ class Library:
         roots = self.roots()
         where = folder_where(roots, folder)
         if self._text_instance is None and self._store_instance is None and query.strip():
-            # The first search of a process loads the text tower in a thread while Chroma is imported and opened:
-            # ONNX Runtime builds its session without the GIL, which cuts ~0.25 s of a ~2 s cold search.
-            with ThreadPoolExecutor(1, thread_name_prefix="load-text") as pool:
-                encoder = pool.submit(self.text_embedder)
-                self.store()
-                encoder.result()
+            load_side_by_side(self.text_embedder, self.store)  # the first search of a process (query/warmup.py)
         return self._searcher(include_offline, roots).by_text(query, self._k(k), where)
 
     def similar(
@@ -354,33 +322,33 @@ class Library:
         where = folder_where(roots, folder)
         searcher = self._searcher(include_offline, roots)
         k = self._k(k)
-        path = photo.expanduser().absolute()
+        vector, exclude = self._photo_vector(photo.expanduser().absolute(), searcher)
+        return searcher.by_vector(vector, k, where, exclude=exclude)
+
+    def _photo_vector(self, path: Path, searcher: Searcher) -> tuple[np.ndarray, frozenset[int]]:
+        """An indexed photo's stored vector, else the file's, embedded; and the photo's catalog id, to leave out."""
         record = self.catalog.by_path(path) or self.catalog.by_path(path.resolve())
+        exclude = frozenset({record.id}) if record is not None else frozenset()
         if record is not None and record.status == PhotoStatus.INDEXED:
             vector = searcher.stored_vector(record.id)
             if vector is not None:
-                return searcher.by_vector(vector, k, where, exclude=frozenset({record.id}))
-        vector = self.embedder().embed_images([self._decode_query(path)])[0]
-        exclude = frozenset({record.id}) if record is not None else frozenset()
-        return searcher.by_vector(vector, k, where, exclude=exclude)
+                return vector, exclude
+        return self.embedder().embed_images([image_file(path, self.config.index.max_image_pixels)])[0], exclude
 
     def similar_to_image(
         self, data: bytes, k: int | None = None, name: str = "upload", include_offline: bool = False
     ) -> list[SearchResult]:
         """Photos like an image given as bytes (an upload): decoded like any photo, EXIF orientation applied."""
-        image = decode_photo(data, name=name, max_pixels=self.config.index.max_image_pixels).image
+        image = image_bytes(data, name, self.config.index.max_image_pixels)
         vector = self.embedder().embed_images([image])[0]
         return self._searcher(include_offline, self.roots()).by_vector(vector, self._k(k))
 
     def photo(self, photo_id: int) -> PhotoRecord:
         return self.catalog.get(photo_id)
 
-    def _decode_query(self, path: Path) -> Image.Image:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageError(str(path), f"cannot read file: {exc.strerror or exc}") from None
-        return decode_photo(data, name=str(path), max_pixels=self.config.index.max_image_pixels).image
+    def photo_at(self, path: Path) -> PhotoRecord | None:
+        """The catalog row of exactly this path (compared as stored, the file never opened), if any."""
+        return self.catalog.by_path(path)
 
     # -- status ----------------------------------------------------------------------------------------
     def status(self) -> LibraryStatus:
@@ -395,13 +363,13 @@ class Library:
             pending=counts[PhotoStatus.PENDING.value],
             failed=counts[PhotoStatus.FAILED.value],
             model=stored.describe() if stored else None,
-            configured_model=configured_model_name(self.config.model),
+            configured_model=recorded_name(self.config.model.name),
+            model_matches=stored is None or stored.matches(self.config.model.name),
             data_dir=self.config.data_dir,
-            catalog_bytes=sum(_tree_size(self.catalog.path.with_name(self.catalog.path.name + s))
-                              for s in ("", "-wal", "-shm")),
-            vectors_bytes=_tree_size(self.config.chroma_dir),
+            catalog_bytes=self.catalog.size_bytes(),
+            vectors_bytes=VectorStore.size_bytes(self.config.chroma_dir),
             moved_roots=moved_roots(self.catalog, roots, offline),
-        )  # fmt: skip
+        )
 
     def failures(self) -> list[tuple[Path, str]]:
         return self.catalog.failures()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from photosearch.errors import StoreError, WriterBusyError
+from photosearch.errors import LibraryBusyError, StoreError, WriterBusyError
 from photosearch.stores.boundary import store_errors
 
 WRITER_LOCK = "writer.lock"
@@ -76,6 +77,40 @@ class WriterLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class Writer:
+    """One library's side of the writer lock: taken once for nested blocks (re-entrant), and one write at a time
+    among the threads that share the library (in `serve`, the daemon thread and the HTTP requests)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+        self._held: WriterLock | None = None
+        self._turn = threading.RLock()
+
+    @contextmanager
+    def holding(self, role: str) -> Iterator[None]:
+        """Hold the data directory's writer lock for the block; within one already held, nothing more."""
+        if self._held is not None:
+            yield
+            return
+        self._held = WriterLock.acquire(self._data_dir, role)
+        try:
+            yield
+        finally:
+            self._held.release()
+            self._held = None
+
+    @contextmanager
+    def turn(self, role: str, wait: float | None = None) -> Iterator[None]:
+        """The writer lock, and this process's writing threads one at a time. ``wait``: seconds to give up after."""
+        if not self._turn.acquire(timeout=-1 if wait is None else wait):
+            raise LibraryBusyError("the watch daemon is indexing: try again when `photosearch status` shows it idle")
+        try:
+            with self.holding(role):
+                yield
+        finally:
+            self._turn.release()
 
 
 def current_holder(data_dir: Path) -> LockHolder | None:

@@ -14,7 +14,9 @@ from PIL import Image, ImageDraw
 
 from photosearch.config import Config, ModelConfig
 from photosearch.library import Library
-from photosearch.models.embedder import Embedder, ModelIdentity, load_embedder
+from photosearch.models.embedder import load_embedder
+from photosearch.models.identity import ModelIdentity
+from photosearch.models.protocols import Embedder, ImageModel, TextModel
 from photosearch.stores.catalog import Catalog
 from photosearch.stores.schema import PhotoStatus
 
@@ -130,10 +132,10 @@ def assert_stores_agree(library: Library) -> set[int]:
     return indexed
 
 
-class HashEmbedder:
-    """A fast Embedder, at the declared protocol and without a model: an image's vector is a deterministic
-    function of its pixels. For bursts of thousands of photos on 2 cores, where even the tiny CLIP model would
-    make the model, not the daemon, the thing measured. Counts every image it embeds, by pixel digest."""
+class HashEmbedder(ImageModel, TextModel):
+    """A fast Embedder on the models' batching base (models/protocols.py), without a model: an image's vector is
+    a deterministic function of its pixels. For bursts of thousands of photos on 2 cores, where even the tiny CLIP
+    model would make the model, not the daemon, the thing measured. Counts every image it embeds, by pixel digest."""
 
     identity = ModelIdentity(name="test/hash-embedder", revision="1", dim=16)
     preferred_batch_size = 128  # few, large store writes: what the tests measure is the daemon, not Chroma
@@ -152,16 +154,13 @@ class HashEmbedder:
     def prepare(self, image: Image.Image, source_size: tuple[int, int] | None = None) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
-    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+    def _embed_image_batch(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         digests = [hashlib.blake2b(p.tobytes(), digest_size=16).digest() for p in prepared]
         with self._lock:
             self.seen.update(d.hex() for d in digests)
         return np.stack([_unit(d) for d in digests])
 
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.embed_prepared([self.prepare(image) for image in images])
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def _embed_text_batch(self, texts: Sequence[str]) -> np.ndarray:
         return np.stack([_unit(hashlib.blake2b(t.encode(), digest_size=16).digest()) for t in texts])
 
 

@@ -16,7 +16,8 @@ from PIL import Image
 
 from photosearch.config import Config, ModelConfig
 from photosearch.library import Library
-from photosearch.models.embedder import ModelIdentity
+from photosearch.models.identity import ModelIdentity
+from photosearch.models.protocols import ImageModel, TextModel
 from photosearch.stores.schema import PhotoStatus
 from photosearch.stores.vectors import VectorStore
 
@@ -25,8 +26,9 @@ PHOTOS = 40
 QUERY = "the planted direction"
 
 
-class PlantedEmbedder:
-    """At the Embedder protocol: a photo's vector is set by its red value; every text is the query vector."""
+class PlantedEmbedder(ImageModel, TextModel):
+    """An Embedder on the models' batching base: a photo's vector is set by its red value; every text is the
+    query vector."""
 
     identity = ModelIdentity(name="test/planted", revision="1", dim=8)
     preferred_batch_size = 64  # one batch per run: an interrupted run leaves every changed row pending
@@ -39,15 +41,12 @@ class PlantedEmbedder:
     def prepare(self, image: Image.Image, source_size: tuple[int, int] | None = None) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
-    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+    def _embed_image_batch(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         if self.interrupt:
             raise KeyboardInterrupt  # what Ctrl-C does in the middle of a run
         return np.stack([_at(int(p[0, 0, 0]) * STEP) for p in prepared])
 
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.embed_prepared([self.prepare(image) for image in images])
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def _embed_text_batch(self, texts: Sequence[str]) -> np.ndarray:
         return np.stack([_at(0.0) for _ in texts])
 
 

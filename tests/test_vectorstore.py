@@ -11,8 +11,7 @@ INFO = {"model": "m", "revision": "r", "dim": 8}
 
 
 def _hnsw(store: VectorStore) -> dict:
-    with store._reading() as collection:
-        return dict(collection.configuration["hnsw"])
+    return store.hnsw()
 
 
 def test_new_collections_get_the_configured_hnsw(tmp_path):

@@ -62,7 +62,7 @@ def examine(work: Work, reusable: Callable[[str], bool], embedder: Callable[[], 
         photo = decode_photo(data, name=str(work.file.path), max_pixels=max_pixels, min_side=min_side)
     except ImageError as exc:
         return Outcome(work, digest, error=exc.reason)
-    pixels = model.prepare(photo.image, (photo.facts.width, photo.facts.height))
+    pixels = model.prepare(photo.image, photo.size)
     return Outcome(work, digest, facts=photo.facts, pixels=pixels)
 
 

@@ -32,6 +32,7 @@ from PIL import (
 )
 
 from photosearch.errors import ImageError
+from photosearch.facts import PhotoFacts as PhotoFacts  # re-exported: what decoding gives
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp", ".heic", ".heif", ".hif"}
@@ -75,22 +76,10 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class PhotoFacts:
-    width: int  # upright (EXIF orientation applied), full resolution
-    height: int
-    format: str  # PIL format name; MPO (multi-picture JPEG) is reported as "JPEG"
-    taken_at: datetime | None  # naive local time unless the matching EXIF OffsetTime* tag gives the zone
-    camera_make: str | None
-    camera_model: str | None
-    gps_lat: float | None  # signed decimal degrees, both or neither
-    gps_lon: float | None
-    orientation: int | None  # raw EXIF orientation 1..8 as stored in the file
-
-
-@dataclass(frozen=True)
 class DecodedPhoto:
     image: Image.Image  # mode "RGB", upright, fully loaded, independent of the input bytes
     facts: PhotoFacts
+    size: tuple[int, int]  # upright, full resolution (``image`` is smaller when decoded at a reduced scale)
 
 
 def decode_photo(data: bytes, *, name: str, max_pixels: int, min_side: int | None = None) -> DecodedPhoto:
@@ -99,10 +88,11 @@ def decode_photo(data: bytes, *, name: str, max_pixels: int, min_side: int | Non
         image = _open(data, name)
         _check_pixels(image, name, max_pixels)
         facts, orientation = _facts(image)  # before draft(), which shrinks image.size
+        size = _upright_size(image.size, orientation)
         if min_side is not None:
             _draft(image, min_side)
         image.load()
-        return DecodedPhoto(image=_upright_rgb(image, orientation), facts=facts)
+        return DecodedPhoto(image=_upright_rgb(image, orientation), facts=facts, size=size)
 
 
 def read_facts(data: bytes, *, name: str) -> PhotoFacts:
@@ -208,9 +198,7 @@ def _facts(image: Image.Image) -> tuple[PhotoFacts, int | None]:
     sub_ifd: Mapping[int, Any] = _safely(lambda: exif.get_ifd(ExifTags.IFD.Exif)) or {}
     gps: Mapping[int, Any] = _safely(lambda: exif.get_ifd(ExifTags.IFD.GPSInfo)) or {}
     orientation = _safely(lambda: _orientation(exif.get(ExifTags.Base.Orientation)))
-    width, height = image.size
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
+    width, height = _upright_size(image.size, orientation)
     lat, lon = _safely(lambda: _gps(gps)) or (None, None)
     facts = PhotoFacts(
         width=width,
@@ -225,6 +213,10 @@ def _facts(image: Image.Image) -> tuple[PhotoFacts, int | None]:
         orientation=_orientation(image.info.get("original_orientation")) or orientation,
     )
     return facts, orientation
+
+
+def _upright_size(size: tuple[int, int], orientation: int | None) -> tuple[int, int]:
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
 
 
 def _safely(compute: Callable[[], T]) -> T | None:

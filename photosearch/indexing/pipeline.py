@@ -10,17 +10,17 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from photosearch.facts import PhotoFacts
 from photosearch.indexing.examine import Outcome, decode_workers, examine, location, same_bytes_indexed
 from photosearch.indexing.planner import Work
 from photosearch.indexing.report import IndexCancelled, IndexReport, NoProgress, Progress
 from photosearch.models.embedder import Embedder
 from photosearch.pathtext import display
-from photosearch.stores.catalog import FACT_FIELDS, FileState
+from photosearch.stores.catalog import FileState
 from photosearch.stores.index import Index, Location, NewPhoto
 from photosearch.stores.schema import PhotoStatus
 
@@ -262,8 +262,8 @@ class _Writes:
         return len(self.moves) + len(self.copies) + len(self.touched) + len(self.failures)
 
 
-def _facts(outcome: Outcome) -> dict[str, Any]:
+def _facts(outcome: Outcome) -> PhotoFacts:
+    """The facts as the catalog stores them: the time taken naive (local)."""
     facts = outcome.facts
     assert facts is not None
-    taken_at = facts.taken_at.replace(tzinfo=None) if facts.taken_at else None
-    return {name: getattr(facts, name) for name in FACT_FIELDS} | {"taken_at": taken_at}
+    return replace(facts, taken_at=facts.taken_at.replace(tzinfo=None)) if facts.taken_at else facts

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from photosearch.errors import InvalidQueryError, LibraryRootError, RootConflictError
-from photosearch.indexing.indexer import JOURNAL_KEY
 from photosearch.indexing.planner import root_available, root_of
 from photosearch.pathtext import display
 from photosearch.stores.catalog import Catalog, RootInfo
+from photosearch.stores.index import journal
 from photosearch.stores.vectors import VectorStore
 
 SAMPLE = 64  # photos of a missing root looked up elsewhere by content hash: bounded, status asks every poll
@@ -132,11 +132,10 @@ def find_root(roots: Sequence[RootInfo], which: Path | int) -> RootInfo:
 def remove_root(catalog: Catalog, store: StoreGetter, root: RootInfo) -> int:
     """Forget a root: its rows (one transaction), then their vectors. Returns how many photos went."""
     vectors = store()  # first: a store that cannot be opened (another model configured) stops us before any row goes
-    catalog.set_meta({JOURNAL_KEY: f"removing a root pid={os.getpid()}"})
-    ids = catalog.remove_root(root.id)
-    if vectors is not None:
-        vectors.delete(ids)
-    catalog.set_meta({JOURNAL_KEY: None})
+    with journal(catalog, "removing a root"):
+        ids = catalog.remove_root(root.id)
+        if vectors is not None:
+            vectors.delete(ids)
     return len(ids)
 
 
@@ -158,15 +157,14 @@ def move_root(
 def _merge(catalog: Catalog, store: StoreGetter, root: RootInfo, into: RootInfo) -> None:
     drop, keep = catalog.relocation(root, into.path)
     vectors = store()
-    catalog.set_meta({JOURNAL_KEY: f"merging roots pid={os.getpid()}"})
-    if vectors is not None:
-        # Metadata first: stopped before the catalog follows, the rows still belong to the missing root, whose
-        # photos searches leave out whatever their vectors say (search.py), and running the move again ends it.
-        vectors.update_metadata(keep, [{"root": into.id}] * len(keep))  # Chroma keeps the other keys
-    catalog.merge_root(root, into, drop)
-    if vectors is not None:
-        vectors.delete(drop)
-    catalog.set_meta({JOURNAL_KEY: None})
+    with journal(catalog, "merging roots"):
+        if vectors is not None:
+            # Metadata first: stopped before the catalog follows, the rows still belong to the missing root, whose
+            # photos searches leave out whatever their vectors say (search.py), and running the move again ends it.
+            vectors.update_metadata(keep, [{"root": into.id}] * len(keep))  # Chroma keeps the other keys
+        catalog.merge_root(root, into, drop)
+        if vectors is not None:
+            vectors.delete(drop)
 
 
 def _check_target(roots: Sequence[RootInfo], root: RootInfo, new_path: Path, force: bool) -> RootInfo | None:

@@ -1,4 +1,4 @@
-"""CLIP embeddings for images and text queries, behind the small ``Embedder`` interface.
+"""CLIP embeddings for images and text queries, behind the small ``Embedder`` interface (protocols.py).
 
 torch and transformers are imported lazily (inside functions): importing this module must stay cheap, so the
 CLI starts fast for commands that never touch the model. Images are preprocessed by preprocess.py, not by
@@ -7,22 +7,23 @@ transformers' image processor (slow per batch), in two steps: ``prepare`` (any t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from photosearch.config import ModelConfig
 from photosearch.errors import ModelError, ModelNotAvailableError
+from photosearch.models.identity import ModelIdentity as ModelIdentity  # re-exported: where callers found it
+from photosearch.models.identity import local_folder, resolve_model
 from photosearch.models.precision import Precision, prepare_image_tower, resolve_precision
 from photosearch.models.preprocess import Preprocess, pixel_batch, prepare
+from photosearch.models.protocols import Embedder as Embedder  # re-exported: the indexer's import
+from photosearch.models.protocols import ImageModel, TextModel
 
 if TYPE_CHECKING:
     import torch
@@ -31,66 +32,11 @@ log = logging.getLogger(__name__)
 # Photos per model call on a GPU when model.batch_size is not set: a GPU is far faster per photo with big
 # batches, and the indexer's decode-ahead window (two batches) keeps it fed. ~40 MB of uint8 input per batch.
 GPU_BATCH_SIZE = 256
-_COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
-_SAMPLE_BYTES = 1 << 20
 _SAVED = '(see README, "Offline models")'
 _HINT = f"set model.name (PHOTOSEARCH_MODEL_NAME) to a local folder with a saved CLIP model {_SAVED}"
 # What "the model is not there or not usable" looks like while loading: missing files (OSError; the hub's HTTP
 # errors are OSErrors too), bad names or JSON (ValueError), corrupt weights (RuntimeError from safetensors).
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError)
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """Which weights made a vector; stored with the index so a different model is detected, not mixed in."""
-
-    name: str
-    revision: str
-    dim: int
-
-    def key(self) -> str:
-        """16 hex chars: valid in a Chroma collection name, stable across runs and machines."""
-        return hashlib.sha256(f"{self.name}\n{self.revision}\n{self.dim}".encode()).hexdigest()[:16]
-
-    def describe(self) -> str:
-        revision = self.revision[:7] if _COMMIT_HASH.fullmatch(self.revision) else self.revision
-        return f"{self.name} @ {revision} ({self.dim}-d)"
-
-
-class Embedder(Protocol):
-    """What the indexer and search need from a model; tests fake this, never ClipEmbedder's internals.
-
-    Images go through the model in two steps, so the indexer can run the first in its decode threads:
-    ``prepare`` (CPU work on one image, safe in any thread) and ``embed_prepared`` (the model, on a batch).
-    ``embed_images`` is both in one call, for a caller with a few images at hand.
-    """
-
-    @property
-    def identity(self) -> ModelIdentity: ...
-
-    @property
-    def preferred_batch_size(self) -> int: ...
-
-    @property
-    def input_side(self) -> int:
-        """The shorter side images are resized to before the crop: decoding below it would lose detail."""
-        ...
-
-    @property
-    def on_cpu(self) -> bool:
-        """Whether the model computes on the CPU (then the indexer pauses decoding while it runs)."""
-        ...
-
-    def prepare(self, image: Image.Image, source_size: tuple[int, int] | None = None) -> np.ndarray:
-        """The model input for one image (HWC uint8). ``source_size``: the photo's full size, when ``image``
-        is a reduced decode of it."""
-        ...
-
-    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray: ...
-
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 def _unit_rows(output: Any) -> np.ndarray:
@@ -102,7 +48,7 @@ def _unit_rows(output: Any) -> np.ndarray:
     return np.asarray(normalized.cpu().numpy(), dtype=np.float32)
 
 
-class ClipEmbedder:
+class ClipEmbedder(ImageModel, TextModel):
     """Embedder backed by a transformers CLIPModel; build it with load_embedder()."""
 
     def __init__(
@@ -153,37 +99,23 @@ class ClipEmbedder:
     def prepare(self, image: Image.Image, source_size: tuple[int, int] | None = None) -> np.ndarray:
         return prepare(image, self._preprocess, source_size)
 
-    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
-        step = self._batch_size  # chunks bound memory whatever the caller passes
-        chunks = [self._embed_pixels(prepared[i : i + step]) for i in range(0, len(prepared), step)]
-        return np.concatenate(chunks) if chunks else self._empty()
-
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.embed_prepared([self.prepare(image) for image in images])
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, str):  # a str is a Sequence[str]; embedding its characters is never meant
-            raise TypeError("embed_texts takes a sequence of strings, not a single string")
-        step = self._batch_size
-        chunks = [self._embed_text_chunk(texts[i : i + step]) for i in range(0, len(texts), step)]
-        return np.concatenate(chunks) if chunks else self._empty()
-
-    def _empty(self) -> np.ndarray:
-        return np.zeros((0, self._identity.dim), dtype=np.float32)
+    @property
+    def text_batch_size(self) -> int:
+        return self._batch_size
 
     def _pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """The model input for images: what CLIPProcessor's pixel_values would be, as one tensor."""
         return pixel_batch([self.prepare(image) for image in images], self._preprocess, self._device,
                            self._precision.dtype)  # fmt: skip
 
-    def _embed_pixels(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+    def _embed_image_batch(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
         pixels = pixel_batch(prepared, self._preprocess, self._device, self._precision.dtype)
         with torch.inference_mode():
             return _unit_rows(self._model.get_image_features(pixel_values=pixels))
 
-    def _embed_text_chunk(self, texts: Sequence[str]) -> np.ndarray:
+    def _embed_text_batch(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
         # Truncation: a query longer than 77 tokens is cut (eos kept), not an error.
@@ -199,16 +131,12 @@ def load_embedder(config: ModelConfig) -> ClipEmbedder:
     """Load the configured CLIP model; raises ModelNotAvailableError (one actionable line) when it cannot."""
     device = _device(config)
     precision = resolve_precision(config.precision, device)  # before the weights: a refused setting fails fast
-    folder = Path(config.name).expanduser()
-    if folder.is_dir():
-        folder = folder.resolve()
-        model, tokenizer, preprocess = _load_parts(str(folder), config, hub=False)
-        identity = ModelIdentity(str(folder), _fingerprint(folder), int(model.config.projection_dim))
-    else:
-        model, tokenizer, preprocess = _load_hub(config)
-        snapshot = _resolve(config.name, "config.json", _hub_kwargs(config, local_files_only=True)).parent
-        revision = snapshot.name if _COMMIT_HASH.fullmatch(snapshot.name) else _fingerprint(snapshot)
-        identity = ModelIdentity(config.name, revision, int(model.config.projection_dim))
+    folder = local_folder(config.name)
+    model, tokenizer, preprocess = _load_hub(config) if folder is None else _load_parts(str(folder), config, hub=False)
+    resolved = resolve_model(config)  # after loading: a hub model is in the cache now
+    if resolved is None:
+        raise ModelNotAvailableError(f"model {config.name!r} loaded but is not in the Hugging Face cache: {_HINT}")
+    identity = resolved.identity
     model = model.to(device).eval()
     # Only the image tower (and its projection) drops precision: it does nearly all the work when indexing,
     # while the text tower embeds one short query at a time and stays exact in float32.
@@ -310,16 +238,6 @@ def _load_parts(
     return model, tokenizer, preprocess
 
 
-def _resolve(source: str, filename: str, kwargs: dict[str, Any]) -> Path:
-    """A file of the model, from its folder or the hub cache (downloaded first if kwargs allow)."""
-    from transformers.utils.hub import cached_file
-
-    path = cached_file(source, filename, **kwargs)
-    if path is None:
-        raise FileNotFoundError(filename)
-    return Path(path)
-
-
 def _image_processor_dict(source: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The image processor's settings, found where transformers itself looks, in its order.
 
@@ -349,21 +267,3 @@ def _device(config: ModelConfig) -> torch.device:
     if not {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps}[config.device]:
         raise ModelError(f"model.device is {config.device!r} but that is not available here: use auto or cpu")
     return torch.device(config.device)
-
-
-def _fingerprint(folder: Path) -> str:
-    """Identify the weight files cheaply: sha256 over each file's name, size, first and last MiB.
-
-    Hashing all of a 600 MB checkpoint costs about a second at every start. The sample still changes whenever
-    the weights do: retrained or re-saved weights change the bytes of the first and last tensors, and a
-    safetensors header (inside the first MiB) records every tensor's dtype, shape and offsets.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file()):
-        size = path.stat().st_size
-        digest.update(f"{path.name}\0{size}\0".encode())
-        with path.open("rb") as fh:
-            digest.update(fh.read(_SAMPLE_BYTES))
-            fh.seek(max(size - _SAMPLE_BYTES, 0))
-            digest.update(fh.read(_SAMPLE_BYTES))
-    return f"sha256:{digest.hexdigest()[:16]}"

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from photosearch.config import ModelConfig
-from photosearch.models.embedder import _COMMIT_HASH, ModelIdentity, _fingerprint
+from photosearch.models.identity import ModelIdentity, resolve_model
+from photosearch.models.protocols import TextModel
 from photosearch.models.textgraph import Layer, text_tower
 
 if TYPE_CHECKING:
@@ -45,8 +46,8 @@ _TOKENIZERS = {None, "CLIPTokenizer", "CLIPTokenizerFast"}
 _ACTIVATIONS = ("quick_gelu", "gelu")
 
 
-class TextEncoder:
-    """Text-only Embedder-alike: ``embed_texts`` and ``identity``, as search needs."""
+class TextEncoder(TextModel):
+    """A TextEmbedder: ``embed_texts`` and ``identity``, as search needs."""
 
     def __init__(self, tokenizer: Tokenizer, weights: dict[str, np.ndarray], text: dict[str, Any],
                  identity: ModelIdentity) -> None:  # fmt: skip
@@ -83,11 +84,8 @@ class TextEncoder:
     def identity(self) -> ModelIdentity:
         return self._identity
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, str):  # as ClipEmbedder: a str is a Sequence[str], never meant here
-            raise TypeError("embed_texts takes a sequence of strings, not a single string")
-        rows = [self._embed(encoding.ids) for encoding in self._tokenizer.encode_batch(list(texts))]
-        return np.stack(rows) if rows else np.zeros((0, self._identity.dim), dtype=np.float32)
+    def _embed_text_batch(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self._embed(encoding.ids) for encoding in self._tokenizer.encode_batch(list(texts))])
 
     def _pooled_position(self, ids: np.ndarray) -> int:
         # As transformers: configs from before its PR #24773 say eos_token_id 2 and pool at the highest id (the
@@ -146,23 +144,6 @@ def _text_weights(folder: Path) -> dict[str, np.ndarray] | None:
     return {key: value for file in files for key, value in _read_tensors(folder / file, wanted).items()}
 
 
-def _model_folder(config: ModelConfig) -> tuple[Path, str, str] | None:
-    """(folder, name, revision) exactly as load_embedder derives the identity, or None when not on disk."""
-    local = Path(config.name).expanduser()
-    if local.is_dir():
-        folder = local.resolve()
-        return folder, str(folder), _fingerprint(folder)
-    from huggingface_hub import try_to_load_from_cache
-
-    # Only a model already in the cache: fetching one is the full loader's job (with its error messages).
-    found = try_to_load_from_cache(config.name, "config.json", cache_dir=config.cache_dir, revision=config.revision)
-    if not isinstance(found, str):
-        return None
-    snapshot = Path(found).parent
-    revision = snapshot.name if _COMMIT_HASH.fullmatch(snapshot.name) else _fingerprint(snapshot)
-    return snapshot, config.name, revision
-
-
 def _json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
@@ -172,10 +153,10 @@ def load_text_encoder(config: ModelConfig) -> TextEncoder | None:
     from tokenizers import Tokenizer
 
     try:
-        found = _model_folder(config)
-        if found is None or not (found[0] / "tokenizer.json").is_file():
+        resolved = resolve_model(config)  # only a model already on disk: fetching one is the full loader's job
+        if resolved is None or not (resolved.folder / "tokenizer.json").is_file():
             return None
-        folder, name, revision = found
+        folder = resolved.folder
         raw = _json(folder / "config.json")
         # CLIPConfig takes text_config_dict, when given, as the whole text config (defaults for the rest).
         text = {**_DEFAULTS, **(raw.get("text_config_dict") or raw.get("text_config") or {})}
@@ -187,10 +168,9 @@ def load_text_encoder(config: ModelConfig) -> TextEncoder | None:
         ):
             return None
         weights = _text_weights(folder)
-        if weights is None:
+        if weights is None or weights["text_projection.weight"].shape[0] != resolved.identity.dim:
             return None
-        identity = ModelIdentity(name, revision, int(weights["text_projection.weight"].shape[0]))
-        return TextEncoder(Tokenizer.from_file(str(folder / "tokenizer.json")), weights, text, identity)
+        return TextEncoder(Tokenizer.from_file(str(folder / "tokenizer.json")), weights, text, resolved.identity)
     except Exception:  # tokenizers and json raise plain Exceptions/ValueErrors on odd files
         # Whatever is odd about the files, the full loader reads them again and says what is wrong.
         return None

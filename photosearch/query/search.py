@@ -8,42 +8,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from photosearch.errors import InvalidQueryError
-from photosearch.models.embedder import ModelIdentity
-from photosearch.pathtext import display
+from photosearch.models.protocols import TextEmbedder as TextEmbedder  # re-exported: what a Searcher is given
 from photosearch.query.limits import MAX_K as MAX_K  # re-exported: the query layer's limit
+from photosearch.query.result import SearchResult as SearchResult  # re-exported: what a search gives
 from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
 from photosearch.stores.schema import PhotoStatus
 from photosearch.stores.vectors import Hit, VectorStore, excluding_roots, folder_filter
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    rank: int
-    id: int
-    path: Path
-    score: float
-    folder: str
-    width: int | None
-    height: int | None
-    taken_at: datetime | None
-    camera_make: str | None
-    camera_model: str | None
-    offline: bool = False  # its library folder is missing (unmounted, or moved without `photosearch roots move`)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["path"], data["folder"] = display(self.path), display(self.folder)  # JSON and terminals: no raw bytes
-        data["taken_at"] = self.taken_at.isoformat() if self.taken_at else None
-        data["score"] = round(self.score, 6)
-        return data
 
 
 def resolve_folder(roots: Sequence[RootInfo], folder: Path) -> tuple[int, str]:
@@ -63,15 +39,6 @@ def resolve_folder(roots: Sequence[RootInfo], folder: Path) -> tuple[int, str]:
 def _check_k(k: int) -> None:
     if not 1 <= k <= MAX_K:
         raise InvalidQueryError(f"k must be between 1 and {MAX_K}, got {k}")
-
-
-class TextEmbedder(Protocol):
-    """What a text query needs: any Embedder, or the torch-free text encoder (textencoder.py)."""
-
-    @property
-    def identity(self) -> ModelIdentity: ...
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class Searcher:
@@ -163,8 +130,5 @@ def _grown(fetched: int, usable: int, k: int) -> int:
 
 
 def _result(rank: int, record: PhotoRecord, score: float, offline: bool) -> SearchResult:
-    return SearchResult(
-        rank=rank, id=record.id, path=record.path, score=score, folder=record.folder, width=record.width,
-        height=record.height, taken_at=record.taken_at, camera_make=record.camera_make,
-        camera_model=record.camera_model, offline=offline,
-    )  # fmt: skip
+    return SearchResult(rank=rank, id=record.id, path=record.path, score=score, folder=record.folder,
+                        facts=record.facts, offline=offline)  # fmt: skip

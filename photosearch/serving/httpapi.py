@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import hmac
 import mimetypes
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import FastAPI, File, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from photosearch.config import ServerConfig
 from photosearch.errors import ImageError, PhotosearchError
+from photosearch.facts import FACT_FIELDS, RESULT_FACTS, fact_types
 from photosearch.library import Library
 from photosearch.pathtext import display, from_text
 from photosearch.query.limits import MAX_K
@@ -52,22 +53,53 @@ K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results (default:
 OFFSET = Annotated[int, Query(ge=0, le=MAX_K - 1, description="Results to skip (paging)")]
 PhotoId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="Catalog id of a photo")]  # SQLite's range
 OFFLINE = Annotated[bool, Query(description="Also photos of missing (unmounted, moved) library folders")]
+M = TypeVar("M", bound=BaseModel)
 
 
-class Result(BaseModel):
+class _ResultHead(BaseModel):
     id: int
     rank: int
     score: float
     path: str
     folder: str
-    width: int | None
-    height: int | None
-    taken_at: datetime | None
-    camera_make: str | None
-    camera_model: str | None
+
+
+class _ResultTail(BaseModel):
     offline: bool  # its library folder is missing: the file cannot be shown now
     thumbnail_url: str
     original_url: str
+
+
+class _DetailsHead(BaseModel):
+    id: int
+    path: str
+    folder: str
+    status: str
+    error: str | None
+    size: int
+
+
+class _DetailsTail(BaseModel):
+    indexed_at: datetime | None
+    thumbnail_url: str
+    original_url: str
+
+
+def _with_facts(name: str, head: type[M], facts: Sequence[str], tail: type[BaseModel]) -> type[M]:
+    """The model ``name``: the fields of ``head``, the facts named (typed as PhotoFacts declares them), then those of
+    ``tail``. So a fact added to PhotoFacts is in the responses and in their schema with no change here."""
+    types = fact_types()
+    between: dict[str, Any] = {fact: (types[fact], ...) for fact in facts}
+    last: dict[str, Any] = {field: (info.annotation, info) for field, info in tail.model_fields.items()}
+    return create_model(name, __base__=head, __module__=__name__, **between, **last)
+
+
+if TYPE_CHECKING:  # mypy cannot see fields added at run time: it sees the models' fixed fields
+    Result = _ResultHead
+    PhotoDetails = _DetailsHead
+else:
+    Result = _with_facts("Result", _ResultHead, RESULT_FACTS, _ResultTail)  # the fields of a result's JSON form
+    PhotoDetails = _with_facts("PhotoDetails", _DetailsHead, FACT_FIELDS, _DetailsTail)
 
 
 class Results(BaseModel):
@@ -77,49 +109,21 @@ class Results(BaseModel):
     more: bool  # another page may follow
 
 
-class PhotoDetails(BaseModel):
-    id: int
-    path: str
-    folder: str
-    status: str
-    error: str | None
-    size: int
-    width: int | None
-    height: int | None
-    format: str | None
-    taken_at: datetime | None
-    camera_make: str | None
-    camera_model: str | None
-    gps_lat: float | None
-    gps_lon: float | None
-    orientation: int | None
-    indexed_at: datetime | None
-    thumbnail_url: str
-    original_url: str
-
-
 def _page(results: list[SearchResult], offset: int, k: int) -> Results:
     page = results[offset : offset + k]
-    items = [
-        Result(**{**r.to_dict(), "taken_at": r.taken_at}, thumbnail_url=f"/api/photos/{r.id}/thumbnail",
-               original_url=f"/api/photos/{r.id}/original")
-        for r in page
-    ]  # fmt: skip
+    items = [Result.model_validate(r.to_dict() | _urls(r.id)) for r in page]
     return Results(results=items, offset=offset, k=k, more=len(results) > offset + k)
 
 
 def _details(record: PhotoRecord) -> PhotoDetails:
     fields = {name: getattr(record, name) for name in PhotoDetails.model_fields if hasattr(record, name)}
-    return PhotoDetails(
-        **{
-            **fields,
-            "path": display(record.path),
-            "folder": display(record.folder),
-            "error": record.error and display(record.error),
-        },
-        thumbnail_url=f"/api/photos/{record.id}/thumbnail",
-        original_url=f"/api/photos/{record.id}/original",
-    )
+    error = record.error and display(record.error)
+    shown = {"path": display(record.path), "folder": display(record.folder), "error": error}
+    return PhotoDetails.model_validate(fields | shown | _urls(record.id))
+
+
+def _urls(photo_id: int) -> dict[str, str]:
+    return {"thumbnail_url": f"/api/photos/{photo_id}/thumbnail", "original_url": f"/api/photos/{photo_id}/original"}
 
 
 def _error(status: int, kind: str, detail: str) -> JSONResponse:
@@ -203,7 +207,7 @@ def create_app(
     async def lookup(
         path: Annotated[str, Query(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")],
     ) -> dict[str, Any]:
-        record = await run_in_threadpool(library.catalog.by_path, Path(from_text(path)))
+        record = await run_in_threadpool(library.photo_at, Path(from_text(path)))
         if record is None:
             raise HTTPException(404, "that path is not in the catalog")
         return {"id": record.id, "status": record.status}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from photosearch.errors import CatalogError, CatalogTooNewError, PhotoNotFoundError
+from photosearch.facts import PhotoFacts, fact_values
 from photosearch.stores.boundary import store_errors
 from photosearch.stores.catalog_roots import RootChanges
 from photosearch.stores.schema import Meta, Photo, PhotoStatus, Root
@@ -48,7 +49,9 @@ class FileState:
 
 
 @dataclass(frozen=True)
-class PhotoRecord:
+class PhotoRecord(PhotoFacts):
+    """A photo's row: its facts (PhotoFacts, all None for a photo never decoded), then where it is and its state."""
+
     id: int
     root_id: int
     path: Path
@@ -58,31 +61,18 @@ class PhotoRecord:
     content_hash: str | None
     status: str
     error: str | None
-    width: int | None
-    height: int | None
-    format: str | None
-    taken_at: datetime | None
-    camera_make: str | None
-    camera_model: str | None
-    gps_lat: float | None
-    gps_lon: float | None
-    orientation: int | None
     indexed_at: datetime | None
 
+    @property
+    def facts(self) -> PhotoFacts:
+        return PhotoFacts(**fact_values(self))
 
-FACT_FIELDS = (
-    "width", "height", "format", "taken_at", "camera_make", "camera_model", "gps_lat", "gps_lon", "orientation",
-)  # fmt: skip
+
+_RECORD_FIELDS = tuple(f.name for f in fields(PhotoRecord))  # each a column of the same name (tests hold them)
 
 
 def _record(row: Photo | Row[Any]) -> PhotoRecord:
-    return PhotoRecord(
-        id=row.id, root_id=row.root_id, path=Path(row.path), folder=row.folder, size=row.size,
-        mtime_ns=row.mtime_ns, content_hash=row.content_hash, status=row.status, error=row.error,
-        width=row.width, height=row.height, format=row.format, taken_at=row.taken_at,
-        camera_make=row.camera_make, camera_model=row.camera_model, gps_lat=row.gps_lat,
-        gps_lon=row.gps_lon, orientation=row.orientation, indexed_at=row.indexed_at,
-    )  # fmt: skip
+    return PhotoRecord(**{name: getattr(row, name) for name in _RECORD_FIELDS} | {"path": Path(row.path)})
 
 
 def migrations_dir() -> Path:
@@ -127,6 +117,11 @@ class Catalog(RootChanges):
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def size_bytes(self) -> int:
+        """The catalog's size on disk: the database and SQLite's -wal and -shm files beside it."""
+        files = [self.path.with_name(self.path.name + suffix) for suffix in ("", "-wal", "-shm")]
+        return sum(f.stat().st_size for f in files if f.is_file())
 
     @contextmanager
     def session(self) -> Iterator[Session]:

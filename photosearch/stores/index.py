@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from photosearch.stores.catalog import FACT_FIELDS, Catalog
+from photosearch.facts import PhotoFacts, fact_values
+from photosearch.stores.catalog import Catalog
 from photosearch.stores.schema import PhotoStatus
 from photosearch.stores.vectors import VectorStore, folder_metadata, folder_update
 
@@ -56,11 +57,11 @@ class Location:
 
 @dataclass(frozen=True)
 class NewPhoto:
-    """A photo read and decoded: where it is, its bytes' hash and its facts (FACT_FIELDS)."""
+    """A photo read and decoded: where it is, its bytes' hash and its facts (as stored: the time taken naive)."""
 
     location: Location
     content_hash: str
-    facts: Mapping[str, Any]
+    facts: PhotoFacts
 
 
 def vector_metadata(root_id: int, folder: str, taken_at: datetime | None) -> dict[str, Any]:
@@ -68,6 +69,15 @@ def vector_metadata(root_id: int, folder: str, taken_at: datetime | None) -> dic
     if taken_at is not None:
         meta["taken_at"] = int(taken_at.timestamp())
     return meta
+
+
+@contextmanager
+def journal(catalog: Catalog, what: str) -> Iterator[None]:
+    """Mark the stores as being written for the block; left set when it raises, so the next run checks. Also for
+    the writes of whole roots (indexing/roots.py), which take the same order."""
+    catalog.set_meta({JOURNAL_KEY: f"{what} pid={os.getpid()}"})
+    yield
+    catalog.set_meta({JOURNAL_KEY: None})
 
 
 class Index:
@@ -79,12 +89,8 @@ class Index:
         self._vectors = vectors
 
     # -- the run journal -------------------------------------------------------------------------------
-    @contextmanager
-    def journal(self, what: str) -> Iterator[None]:
-        """Mark the stores as being written for the block; left set when it raises, so the next run checks."""
-        self.catalog.set_meta({JOURNAL_KEY: f"{what} pid={os.getpid()}"})
-        yield
-        self.catalog.set_meta({JOURNAL_KEY: None})
+    def journal(self, what: str) -> AbstractContextManager[None]:
+        return journal(self.catalog, what)
 
     def reconcile_if_needed(self) -> bool:
         indexed_count = self.catalog.counts()[PhotoStatus.INDEXED.value]
@@ -109,11 +115,11 @@ class Index:
         """Rows pending -> ``embed()`` (one vector per photo, in order) -> vectors -> rows indexed."""
         if not photos:
             return []
-        rows = [{**p.location.row(), **{n: p.facts.get(n) for n in FACT_FIELDS}, "content_hash": p.content_hash,
+        rows = [{**p.location.row(), **fact_values(p.facts), "content_hash": p.content_hash,
                  "status": PhotoStatus.PENDING, "error": None} for p in photos]  # fmt: skip
         ids = self.catalog.upsert_files(rows)
         vectors = embed()
-        metas = [vector_metadata(p.location.root_id, p.location.folder, p.facts.get("taken_at")) for p in photos]
+        metas = [vector_metadata(p.location.root_id, p.location.folder, p.facts.taken_at) for p in photos]
         self._vectors().upsert(ids, vectors, metas)
         self.catalog.set_indexed(ids)
         return ids
@@ -132,9 +138,8 @@ class Index:
         rows = []
         for loc, src in usable:
             record = records[src]
-            facts = {name: getattr(record, name) for name in FACT_FIELDS}
-            rows.append({**loc.row(), **facts, "content_hash": record.content_hash, "status": PhotoStatus.PENDING,
-                         "error": None})  # fmt: skip
+            rows.append({**loc.row(), **fact_values(record), "content_hash": record.content_hash,
+                         "status": PhotoStatus.PENDING, "error": None})  # fmt: skip
         ids = self.catalog.upsert_files(rows)
         if ids:
             stacked = np.stack([vectors[src] for _, src in usable])

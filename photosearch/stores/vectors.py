@@ -186,9 +186,21 @@ class VectorStore:
             os.utime(self._lock_path)  # tell readers in other processes to reload
             self._seen_generation = self._generation()
 
+    @staticmethod
+    def size_bytes(directory: Path) -> int:
+        """The size on disk of the vector store in ``directory`` (0 if there is none yet), without opening it."""
+        if directory.is_file():
+            return directory.stat().st_size
+        return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else 0
+
     @property
     def name(self) -> str:
         return self._name
+
+    def hnsw(self) -> dict[str, Any]:
+        """The collection's HNSW settings as Chroma holds them (M and ef_construction as built)."""
+        with self._reading() as collection:
+            return dict(collection.configuration.get("hnsw") or {})
 
     def collection_names(self) -> list[str]:
         with self._reading():

@@ -17,7 +17,6 @@ the queue never saw.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -32,12 +31,9 @@ from photosearch.indexing.indexer import IndexCancelled
 from photosearch.indexing.planner import Scope
 from photosearch.indexing.scanner import ScannedFile
 from photosearch.library import Library
-from photosearch.stores.queue import WorkQueue
 from photosearch.watching.watcher import Change, Watcher
 
 log = logging.getLogger(__name__)
-STATE_KEY = "daemon"
-ERROR_KEY = "daemon_last_error"
 IDLE_CHECK = 5.0  # seconds between looks for library folders added by `photosearch index` meanwhile
 # Paths per run, in model batches: enough that a run's fixed costs (journal, counts, roots) vanish beside the
 # work, few enough that events are moved from memory to the durable queue, and progress shows, every few seconds.
@@ -51,7 +47,8 @@ class Daemon:
     def __init__(self, library: Library, stop: threading.Event | None = None) -> None:
         self.library = library
         self.config = library.config.watch
-        self.queue = WorkQueue(library.catalog)
+        self.queue = library.queue
+        self._record = library.daemon_record
         self.stop_event = stop or threading.Event()
         self._wake = threading.Event()
         self._intake: dict[Path, Change] = {}  # de-duplicated by path: bounded by distinct paths
@@ -70,8 +67,7 @@ class Daemon:
     def run(self) -> None:
         with self.library.writing("watch"):
             self._install_signal_handlers()
-            started = datetime.now().replace(microsecond=0)
-            self.library.catalog.set_meta({STATE_KEY: json.dumps({"since": started.isoformat()})})
+            self._record.set_started(datetime.now().replace(microsecond=0))
             try:
                 self._serve()
             finally:
@@ -150,9 +146,8 @@ class Daemon:
 
     def _record_error(self, message: str) -> None:
         log.error("%s", message)
-        at = datetime.now().replace(microsecond=0).isoformat()
         try:
-            self.library.catalog.set_meta({ERROR_KEY: json.dumps({"at": at, "message": message})})
+            self._record.record_error(datetime.now().replace(microsecond=0), message)
         except PhotosearchError as exc:  # a full disk fails this write too: the log has it, and the daemon retries
             log.error("could not record the error for `status`: %s", exc)
 
@@ -233,14 +228,14 @@ def daemon_state(library: Library) -> dict[str, object]:
 
     holder = current_holder(library.config.data_dir)
     running = holder is not None and holder.role == "watch"
-    now = datetime.now()
-    raw_error = library.catalog.get_meta(ERROR_KEY)
+    now, record = datetime.now(), library.daemon_record
+    last_error = record.last_error()
     return {
         "running": running,
         "pid": holder.pid if running and holder else None,
         "since": holder.since.isoformat() if running and holder else None,
-        "queue": WorkQueue(library.catalog).depth(),
-        "indexed_last_minute": library.catalog.indexed_since(now - timedelta(minutes=1)),
-        "indexed_last_hour": library.catalog.indexed_since(now - timedelta(hours=1)),
-        "last_error": json.loads(raw_error) if raw_error else None,
+        "queue": library.queue.depth(),
+        "indexed_last_minute": record.indexed_since(now - timedelta(minutes=1)),
+        "indexed_last_hour": record.indexed_since(now - timedelta(hours=1)),
+        "last_error": last_error.to_dict() if last_error else None,
     }
