@@ -49,3 +49,20 @@ def test_bench_index_smoke(tmp_path):
     assert summary["precision"] in ("fp32", "bf16")  # what auto resolves to on a CPU
     assert summary["photos"] == 8 and summary["reference_photos"] == 4
     assert any(line.startswith("| ") and "bench_index.py --smoke" in line for line in lines)  # the RESULTS.md row
+
+
+def test_bench_stores_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_stores.py", "--smoke"],
+        cwd=REPO, capture_output=True, text=True, env=_clean_env(tmp_path), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    summary = json.loads(next(line for line in lines if line.startswith("RESULT "))[len("RESULT ") :])
+    for key in ("index_per_s", "move_unhinted_per_s", "move_hinted_per_s", "duplicates_per_s", "move_one_per_s",
+                "move_batched_per_s", "copy_one_per_s", "copy_batched_per_s"):  # fmt: skip
+        assert summary[key] > 0, key
+    assert (summary["photos"], summary["duplicates"]) == (1500, 200)
+    # The counts behind the rates: every photo moved both ways, every duplicate reused, not embedded.
+    assert result.stdout.count("moved=1500,") == 2 and "embedded=0, reused=200," in result.stdout
+    assert any(line.startswith("| ") and "bench_stores.py --smoke" in line for line in lines)  # the RESULTS.md row

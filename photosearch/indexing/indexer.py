@@ -75,7 +75,7 @@ class Indexer:
         report.unchanged, report.missing_roots, report.deferred = plan.unchanged, plan.missing_roots, plan.deferred
         self._record_scan_problems(plan.problems, report)
         # Hinted renames keep their rows and vectors, without reading a byte.
-        self._index.move([(state.id, location(work)) for state, work in plan.renames])
+        self._index.move([(state, location(work)) for state, work in plan.renames])
         report.moved += len(plan.renames)
         model, index = self._config.model, self._config.index
         run = Run(self._index, self._get_embedder, report, plan.missing, should_stop, model.batch_size,

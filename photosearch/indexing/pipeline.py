@@ -181,7 +181,7 @@ class Run:
         if work.state is None and candidates:
             old = candidates.pop()
             del self.missing[old.id]
-            self.writes.moves.append((old.id, location(work)))
+            self.writes.moves.append((old, location(work)))
             self.report.moved += 1
             return
         source_id = self.embedded_now.get(digest) or self._source(digest)
@@ -253,7 +253,7 @@ class Run:
 class _Writes:
     """What a run has gathered for the stores since it last wrote."""
 
-    moves: list[tuple[int, Location]] = field(default_factory=list)
+    moves: list[tuple[FileState, Location]] = field(default_factory=list)
     copies: list[tuple[Location, int, bool]] = field(default_factory=list)  # (where, source id, a new path)
     touched: list[tuple[int, Location]] = field(default_factory=list)
     failures: list[tuple[Location, str | None, str]] = field(default_factory=list)

@@ -46,6 +46,7 @@ class FileState:
     mtime_ns: int
     content_hash: str | None
     status: str
+    folder: str = ""  # relative to its root: a move clears the metadata of the folders it left
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,8 @@ class Catalog(RootChanges):
     # -- reads -----------------------------------------------------------------------------------------
     def file_states(self, root_id: int, under: str | None = None) -> dict[str, FileState]:
         """The file state of every photo of a root, or only of the file or folder ``under`` inside it."""
-        query = select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status)
+        query = select(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status,
+                       Photo.folder)  # fmt: skip
         if under is None:
             query = query.where(Photo.root_id == root_id)
         else:
@@ -182,7 +184,7 @@ class Catalog(RootChanges):
 
     def file_states_at(self, root_id: int, paths: Sequence[str]) -> dict[str, FileState]:
         """The file states of exactly these paths of a root (those the catalog has), a few queries in all."""
-        columns = (Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status)
+        columns = (Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status, Photo.folder)
         with self._session() as s:
             return {
                 r.path: FileState(*r)

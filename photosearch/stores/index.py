@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from photosearch.facts import PhotoFacts, fact_values
-from photosearch.stores.catalog import Catalog
+from photosearch.stores.catalog import Catalog, FileState
 from photosearch.stores.schema import PhotoStatus
 from photosearch.stores.vectors import VectorStore, folder_metadata, folder_update
 
@@ -148,13 +148,13 @@ class Index:
             self.catalog.set_indexed(ids)
         return ids
 
-    def move(self, moves: Sequence[tuple[int, Location]]) -> None:
+    def move(self, moves: Sequence[tuple[FileState, Location]]) -> None:
         """Indexed photos whose files moved keep their rows and vectors: metadata first, then the rows."""
         if not moves:
             return
-        metas = [folder_update(loc.root_id, loc.folder) for _, loc in moves]
-        self._vectors().update_metadata([photo_id for photo_id, _ in moves], metas)
-        self.catalog.update_files([(photo_id, loc.row()) for photo_id, loc in moves])
+        metas = [folder_update(loc.root_id, loc.folder, old.folder) for old, loc in moves]
+        self._vectors().update_metadata([old.id for old, _ in moves], metas)
+        self.catalog.update_files([(old.id, loc.row()) for old, loc in moves])
 
     def touch(self, files: Sequence[tuple[int, Location]]) -> None:
         """Indexed files with a new mtime but the same bytes: the rows follow, the vectors stay."""

@@ -67,12 +67,14 @@ def folder_metadata(root_id: int, folder: str) -> dict[str, Any]:
     return meta
 
 
-def folder_update(root_id: int, folder: str) -> dict[str, Any]:
-    """The metadata change that moves a vector to another folder: Chroma merges an update into the metadata it
-    has, so the ancestor keys deeper than the new folder are cleared (None deletes a key), or the photo would
-    still match a subtree filter on its old folder. Other keys (taken_at) stay."""
-    meta: dict[str, Any] = {f"d{depth}": None for depth in range(1, MAX_FOLDER_DEPTH + 1)}
-    return meta | folder_metadata(root_id, folder)
+def folder_update(root_id: int, folder: str, old_folder: str) -> dict[str, Any]:
+    """The metadata change that moves a vector from ``old_folder`` to ``folder``: Chroma merges an update into the
+    metadata it has, so the ancestor keys deeper than the new folder are cleared (None deletes a key), or the photo
+    would still match a subtree filter on its old folder. Only the keys the old folder had are cleared: each key
+    in an update costs (18 keys per vector update 2,755/s against 4,428/s for 3). Other keys (taken_at) stay."""
+    meta = folder_metadata(root_id, folder)
+    old_depth = min(len([p for p in to_text(old_folder).split("/") if p]), MAX_FOLDER_DEPTH)
+    return {f"d{depth}": None for depth in range(1, old_depth + 1) if f"d{depth}" not in meta} | meta
 
 
 def folder_filter(root_id: int, folder: str) -> dict[str, Any]:
