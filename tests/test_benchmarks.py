@@ -17,14 +17,20 @@ def _clean_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_bench_query_smoke(tmp_path):
+def _smoke(tmp_path: Path, bench: str) -> tuple[subprocess.CompletedProcess[str], list[str], dict]:
+    """Run a benchmark's --smoke mode: its output, its lines, and its RESULT summary."""
     result = subprocess.run(
-        [sys.executable, "benchmarks/bench_query.py", "--smoke"],
+        [sys.executable, f"benchmarks/{bench}.py", "--smoke"],
         cwd=REPO, capture_output=True, text=True, env=_clean_env(tmp_path), timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     summary = json.loads(next(line for line in lines if line.startswith("RESULT "))[len("RESULT ") :])
+    return result, lines, summary
+
+
+def test_bench_query_smoke(tmp_path):
+    _, lines, summary = _smoke(tmp_path, "bench_query")
     for key in ("p50_ms", "p95_ms", "encode_p50_ms", "hnsw_p50_ms", "catalog_p50_ms", "cold_search_s"):
         assert summary[key] > 0, key
     assert 0.9 <= summary["recall@10"] <= 1.0  # 2,000 vectors: HNSW is all but exact
@@ -34,13 +40,7 @@ def test_bench_query_smoke(tmp_path):
 
 
 def test_bench_index_smoke(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_index.py", "--smoke"],
-        cwd=REPO, capture_output=True, text=True, env=_clean_env(tmp_path), timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
-    summary = json.loads(next(line for line in lines if line.startswith("RESULT "))[len("RESULT ") :])
+    _, lines, summary = _smoke(tmp_path, "bench_index")
     for key in ("a_photos_per_s", "b_photos_per_s", "c_photos_per_s", "b_over_a", "b_over_c", "peak_rss_mb"):
         assert summary[key] > 0, key
     for key in ("cos_mean", "cos_min", "centred_cos_mean", "centred_cos_min", "baseline_other_photos"):
@@ -52,13 +52,7 @@ def test_bench_index_smoke(tmp_path):
 
 
 def test_bench_stores_smoke(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_stores.py", "--smoke"],
-        cwd=REPO, capture_output=True, text=True, env=_clean_env(tmp_path), timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
-    summary = json.loads(next(line for line in lines if line.startswith("RESULT "))[len("RESULT ") :])
+    result, lines, summary = _smoke(tmp_path, "bench_stores")
     for key in ("index_per_s", "move_unhinted_per_s", "move_hinted_per_s", "duplicates_per_s", "move_one_per_s",
                 "move_batched_per_s", "copy_one_per_s", "copy_batched_per_s"):  # fmt: skip
         assert summary[key] > 0, key
