@@ -99,9 +99,16 @@ def index(ctx: click.Context, folders: tuple[Path, ...], progress: bool) -> None
 
 @cli.command()
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar (on a terminal).")
+@click.option("--cancel", is_flag=True, help="Abandon the reindex under way and free its space.")
 @click.pass_context
-def reindex(ctx: click.Context, progress: bool) -> None:
-    """Rebuild every vector with the configured model (needed after changing the model)."""
+def reindex(ctx: click.Context, progress: bool, cancel: bool) -> None:
+    """Rebuild every vector with the configured model (needed after changing the model), beside the current
+    index: search keeps answering from it until the new one is complete. Stopped, it carries on next time."""
+    if cancel:
+        with _library(ctx) as library:
+            cancelled = library.cancel_reindex()
+        click.echo(f"cancelled the reindex to {cancelled.model.describe()}" if cancelled else "no reindex under way")
+        return
     bar = _TqdmProgress(progress)
     with _library(ctx, long_running=True) as library:
         try:

@@ -23,6 +23,8 @@ from photosearch.errors import LibraryRootError, ModelMismatchError, WriterBusyE
 from photosearch.indexing import roots as roots_ops
 from photosearch.indexing.indexer import Indexer, IndexReport, Progress
 from photosearch.indexing.planner import Scope
+from photosearch.indexing.reindexer import Reindexer
+from photosearch.indexing.report import ReindexReport
 from photosearch.indexing.roots import (
     MovedRoot,
     RootOverview,
@@ -39,14 +41,16 @@ from photosearch.models.protocols import Embedder, TextEmbedder
 from photosearch.models.textencoder import load_text_encoder
 from photosearch.pathtext import display
 from photosearch.query.images import image_bytes, image_file
-from photosearch.query.search import Searcher, SearchResult, folder_where
+from photosearch.query.search import Searcher, SearchResult, folder_scope
 from photosearch.query.warmup import load_side_by_side
+from photosearch.stores import generations, rebuild
 from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
 from photosearch.stores.daemonrecord import DaemonRecord
+from photosearch.stores.generations import Generation
 from photosearch.stores.index import Index
 from photosearch.stores.queue import WorkQueue
 from photosearch.stores.schema import PhotoStatus
-from photosearch.stores.vectors import VectorStore
+from photosearch.stores.vectors import ChromaDir, VectorStore
 from photosearch.watching.handoff import hand_to_daemon
 
 if TYPE_CHECKING:
@@ -61,7 +65,6 @@ def _never() -> bool:
     return False
 
 
-MODEL_KEY = "model"  # the catalog meta key of the recorded ModelIdentity (its to_json)
 ROOTS_WAIT = 60.0  # seconds a roots change waits for the daemon's batch in flight (HTTP clients give up at 120)
 
 
@@ -79,6 +82,7 @@ class LibraryStatus:
     catalog_bytes: int
     vectors_bytes: int
     moved_roots: list[MovedRoot] = field(default_factory=list)  # missing roots whose photos turned up elsewhere
+    reindex: tuple[str, int, int] | None = None  # a reindex under way: (its model, hashes done, hashes in all)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -94,6 +98,7 @@ class LibraryStatus:
             "catalog_bytes": self.catalog_bytes,
             "vectors_bytes": self.vectors_bytes,
             "moved_roots": [m.to_dict() for m in self.moved_roots],
+            "reindex": self.reindex and dict(zip(("model", "done", "total"), self.reindex, strict=True)),
         }
 
 
@@ -115,6 +120,7 @@ class Library:
         self._embedder_instance: Embedder | None = None
         self._text_instance: TextEmbedder | None = None
         self._store_instance: VectorStore | None = None
+        self._chroma = ChromaDir(config.chroma_dir)  # one Chroma client for the active and a reindex's collection
         self._writer = Writer(config.data_dir)  # the writer lock, and one writing thread at a time
         self._init_lock = threading.RLock()  # the embedder and the store
         self._text_lock = threading.Lock()  # the text encoder: it loads beside the store (see search)
@@ -143,67 +149,88 @@ class Library:
 
     # -- model and store -------------------------------------------------------------------------------
     def stored_model(self) -> ModelIdentity | None:
-        raw = self.catalog.get_meta(MODEL_KEY)
-        return None if raw is None else ModelIdentity.from_json(raw)
+        """The model of the index that search reads (while a reindex runs, the one it replaces)."""
+        active = generations.active(self.catalog)
+        return None if active is None else active.model
 
     def _check_model_name(self) -> None:
-        """Refuse a model.name other than the index's before loading anything."""
+        """Refuse a model.name other than the index's before loading anything, unless a reindex to it is under way
+        (search then keeps using the index's own model until the reindex completes)."""
         stored = self.stored_model()
-        if stored is not None and not stored.matches(self.config.model.name):
+        if stored is None or stored.matches(self.config.model.name):
+            return
+        target = generations.target(self.catalog)
+        if target is None or not target.model.matches(self.config.model.name):
             raise _mismatch(stored.describe(), recorded_name(self.config.model.name))
+
+    def _active_model_config(self) -> ModelConfig:
+        """The settings that load the index's model: the configured ones, with the index's name during a switch."""
+        stored = self.stored_model()
+        if stored is None or stored.matches(self.config.model.name):
+            return self.config.model
+        return self.config.model.model_copy(update={"name": stored.name})
 
     def _adopt(self, identity: ModelIdentity) -> None:
         """The loaded model's identity: recorded when nothing is indexed yet, refused if not the index's."""
         stored = self.stored_model()
         if stored is None:
-            self._record_model(identity)
+            generations.record_active(self.catalog, identity)
         elif stored != identity:
             raise _mismatch(stored.describe(), identity.describe())
 
     def embedder(self) -> Embedder:
-        """The configured model, loaded once; refused if the index was built with another model."""
+        """The index's model, loaded once; refused if the index was built with another model."""
         with self._init_lock:  # request threads and the daemon thread of `serve` share this Library
             return self._load_embedder()
 
     def _load_embedder(self) -> Embedder:
-        if self._embedder_instance is None:
+        loaded, stored = self._embedder_instance, self.stored_model()
+        if loaded is None or (stored is not None and loaded.identity != stored):
             self._check_model_name()
-            embedder = self._embedder_factory(self.config.model)
-            self._adopt(embedder.identity)
-            self._embedder_instance = embedder
-        return self._embedder_instance
+            loaded = self._embedder_factory(self._active_model_config())
+            self._adopt(loaded.identity)
+            self._embedder_instance = loaded
+        return loaded
 
     def text_embedder(self) -> TextEmbedder:
         """What encodes text queries, loaded once: the ONNX Runtime text tower when it covers the model, else the model.
 
-        Held to the same identity check as embedder(): a different model is refused, not searched.
+        Held to the same identity check as embedder(): a different model is refused, not searched. After a
+        reindex switched models (in this process or another), the next query loads the new one.
         """
         with self._text_lock:
-            if self._text_instance is None:
-                self._text_instance = self._load_text_embedder()
-            return self._text_instance
+            loaded = self._text_instance
+            if loaded is None or (self.stored_model() not in (None, loaded.identity)):
+                loaded = self._text_instance = self._load_text_embedder()
+            return loaded
 
     def _load_text_embedder(self) -> TextEmbedder:
         self._check_model_name()
-        encoder = self._text_encoder_factory(self.config.model) if self._text_encoder_factory else None
+        factory = self._text_encoder_factory
+        encoder = factory(self._active_model_config()) if factory else None
         if encoder is None:
             return self.embedder()
         self._adopt(encoder.identity)
         return encoder
 
-    def _record_model(self, identity: ModelIdentity) -> None:
-        self.catalog.set_meta({MODEL_KEY: identity.to_json()})
-
     def store(self) -> VectorStore:
+        """The active collection: reopened when a reindex (here or in another process) switched to a new one."""
         with self._init_lock:
-            return self._open_store()
-
-    def _open_store(self) -> VectorStore:
-        if self._store_instance is None:
             self._check_model_name()
-            identity = self.stored_model() or self._load_embedder().identity
-            self._store_instance = VectorStore.open(self.config.chroma_dir, identity.key(), identity.to_dict())
-        return self._store_instance
+            active = generations.active(self.catalog) or self._first_generation()
+            if self._store_instance is None or self._store_instance.name != active.collection:
+                self._store_instance = VectorStore.open(self._chroma, active.collection, active.model.to_dict())
+            return self._store_instance
+
+    def _first_generation(self) -> Generation:
+        self._load_embedder()  # records the model it loaded (_adopt)
+        active = generations.active(self.catalog)
+        assert active is not None
+        return active
+
+    def stores(self) -> Index:
+        """The catalog and the active collection together: the one way to read and write both."""
+        return Index(self.catalog, self.store)
 
     # -- roots and indexing ----------------------------------------------------------------------------
     def add_roots(self, paths: Sequence[Path]) -> list[RootInfo]:
@@ -233,8 +260,8 @@ class Library:
             roots, new = self.roots(), folder_path(new_path)
             return roots_ops.move_root(self.catalog, self._existing_store, roots, find_root(roots, which), new, force)
 
-    def _existing_store(self) -> VectorStore | None:
-        return self.store() if self.stored_model() is not None else None  # no model yet: no vectors, no loading
+    def _existing_store(self) -> Index | None:
+        return self.stores() if self.stored_model() is not None else None  # no model yet: no vectors, no loading
 
     def writing(self, role: str) -> AbstractContextManager[None]:
         """Hold the data directory's writer lock (re-entrant within this Library)."""
@@ -257,7 +284,10 @@ class Library:
         self._check_model_name()
         try:
             with self._writer.turn("index"):
+                self._tidy()
+                rebuilt = self._rebuild(progress, should_stop, start=False)  # a reindex under way is carried on first
                 report = self._indexer().run(roots, progress, should_stop=should_stop, settle=settle)
+                report.add_reindex(rebuilt)
         except WriterBusyError as busy:
             return hand_to_daemon(self.queue, roots, busy)  # raised again unless `watch` holds the lock
         self._after_run(roots, report)
@@ -279,21 +309,46 @@ class Library:
 
     def _indexer(self) -> Indexer:
         # JPEGs decode at a reduced scale down to the model's input side (see Indexer.examine).
-        return Indexer(self.config, Index(self.catalog, self.store), self.embedder)
+        return Indexer(self.config, self.stores(), self.embedder)
 
-    def reindex(self, progress: Progress | None = None) -> IndexReport:
-        """Rebuild every vector with the configured model (after changing model.name, say)."""
+    def _tidy(self) -> None:
+        """Writers only: drop collections nothing uses (rebuild.tidy), keeping an older index's vectors."""
+        active = generations.active(self.catalog)
+        if active is not None:
+            rebuild.tidy(self.catalog, self._chroma, active)
+
+    def reindex(self, progress: Progress | None = None, should_stop: StopCheck = _never) -> IndexReport:
+        """Rebuild every vector with the configured model (after changing model.name, say), beside the current
+        ones: search answers from the current index, with its model, until the new one is complete. Stopped, the
+        next reindex, index run or daemon start carries on where it stopped. Then indexes what changed."""
         with self._writer.turn("reindex"):
-            return self._reindex(progress)
+            self._tidy()
+            rebuilt = self._rebuild(progress, should_stop, start=True)
+            report = self.index(progress=progress, should_stop=should_stop)
+            report.add_reindex(rebuilt)
+            return report
 
-    def _reindex(self, progress: Progress | None) -> IndexReport:
+    def _rebuild(self, progress: Progress | None, should_stop: StopCheck, start: bool) -> ReindexReport | None:
+        """Carry on the reindex under way to the configured model (or, with ``start``, begin one)."""
+        target = generations.target(self.catalog)
+        wanted = target is not None and target.model.matches(self.config.model.name)
+        if self.stored_model() is None or not (start or wanted):
+            return None  # nothing indexed yet (an index run embeds it all), or no reindex to carry on
         embedder = self._embedder_factory(self.config.model)
-        # Catalog first: once it names the new model, any crash leaves an index that the next run completes,
-        # since the new model's (empty) collection disagrees with the indexed count and triggers reconcile.
-        self._record_model(embedder.identity)
-        self.catalog.reset_all_to_pending()
-        self._embedder_instance, self._store_instance, self._text_instance = embedder, None, None
-        return self.index(progress=progress)
+        job = rebuild.Rebuild.resume_or_start(self.catalog, self._chroma, embedder.identity)
+        index = self.stores()
+        with index.journal("reindexing"):
+            report = Reindexer(index, job, lambda: embedder, self.roots(), self.config.index.max_image_pixels,
+                               should_stop).run(progress)  # fmt: skip
+        if report.complete:
+            with self._init_lock:
+                self._embedder_instance = embedder  # the index's model now; store() and the text encoder follow
+        return report
+
+    def cancel_reindex(self) -> Generation | None:
+        """Abandon the reindex under way, freeing its space; the current index stays as it is. What was cancelled."""
+        with self._writer.turn("reindex"):
+            return rebuild.cancel(self.catalog, self._chroma)
 
     # -- queries ---------------------------------------------------------------------------------------
     def _k(self, k: int | None) -> int:
@@ -308,10 +363,10 @@ class Library:
         self, query: str, k: int | None = None, folder: Path | None = None, include_offline: bool = False
     ) -> list[SearchResult]:
         roots = self.roots()
-        where = folder_where(roots, folder)
+        scope = folder_scope(roots, folder)
         if self._text_instance is None and self._store_instance is None and query.strip():
             load_side_by_side(self.text_embedder, self.store)  # the first search of a process (query/warmup.py)
-        return self._searcher(include_offline, roots).by_text(query, self._k(k), where)
+        return self._searcher(include_offline, roots).by_text(query, self._k(k), scope)
 
     def similar(
         self, photo: Path, k: int | None = None, folder: Path | None = None, include_offline: bool = False
@@ -319,18 +374,18 @@ class Library:
         """Photos like PHOTO: an indexed photo (its stored vector is used, and it is left out of the results)
         or any image file."""
         roots = self.roots()
-        where = folder_where(roots, folder)
+        scope = folder_scope(roots, folder)
         searcher = self._searcher(include_offline, roots)
         k = self._k(k)
         vector, exclude = self._photo_vector(photo.expanduser().absolute(), searcher)
-        return searcher.by_vector(vector, k, where, exclude=exclude)
+        return searcher.by_vector(vector, k, scope, exclude=exclude)
 
     def _photo_vector(self, path: Path, searcher: Searcher) -> tuple[np.ndarray, frozenset[int]]:
         """An indexed photo's stored vector, else the file's, embedded; and the photo's catalog id, to leave out."""
         record = self.catalog.by_path(path) or self.catalog.by_path(path.resolve())
         exclude = frozenset({record.id}) if record is not None else frozenset()
         if record is not None and record.status == PhotoStatus.INDEXED:
-            vector = searcher.stored_vector(record.id)
+            vector = searcher.stored_vector(record)
             if vector is not None:
                 return vector, exclude
         return self.embedder().embed_images([image_file(path, self.config.index.max_image_pixels)])[0], exclude
@@ -367,9 +422,14 @@ class Library:
             model_matches=stored is None or stored.matches(self.config.model.name),
             data_dir=self.config.data_dir,
             catalog_bytes=self.catalog.size_bytes(),
-            vectors_bytes=VectorStore.size_bytes(self.config.chroma_dir),
+            vectors_bytes=self._chroma.size_bytes(),
+            reindex=self._reindex_progress(),
             moved_roots=moved_roots(self.catalog, roots, offline),
         )
+
+    def _reindex_progress(self) -> tuple[str, int, int] | None:
+        found = rebuild.progress(self.catalog, self._chroma)
+        return None if found is None else (found[0].model.describe(), found[1], found[2])
 
     def failures(self) -> list[tuple[Path, str]]:
         return self.catalog.failures()

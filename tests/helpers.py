@@ -123,12 +123,13 @@ def make_config(data_dir: Path, model_dir: Path, **index: object) -> Config:
 
 
 def assert_stores_agree(library: Library) -> set[int]:
-    """Chroma holds exactly one vector per indexed catalog row, nothing else; returns those ids."""
+    """Chroma holds exactly one vector per distinct content of the indexed rows, nothing else; returns their ids."""
     catalog: Catalog = library.catalog
     indexed = catalog.ids_with_status(PhotoStatus.INDEXED)
-    stored = library.store().all_ids()
-    assert stored == indexed, f"only in Chroma: {stored - indexed}, only in catalog: {indexed - stored}"
-    assert library.store().count() == len(indexed)
+    hashes = {r.content_hash for r in catalog.records(indexed).values()}
+    stored = library.store().all_keys()
+    assert stored == hashes, f"only in Chroma: {stored - hashes}, only in catalog: {hashes - stored}"
+    assert library.stores().agree() and library.stores().vector_count() == len(hashes)
     return indexed
 
 

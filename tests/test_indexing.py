@@ -76,7 +76,7 @@ def test_changed_content_is_embedded_again_but_a_touch_is_not(library, lib_dir, 
 
 def test_rename_and_folder_move_keep_vectors_without_calling_the_model(library, lib_dir, counted):
     library.index([lib_dir])
-    vectors_before = library.store().vectors(sorted(library.catalog.ids_with_status("indexed")))
+    vectors_before = library.stores().photo_vectors(sorted(library.catalog.ids_with_status("indexed")))
     ids_before = {r.path.name: r.id for r in library.catalog.records(vectors_before).values()}
     calls = counted.images
     (lib_dir / "p0.jpg").rename(lib_dir / "renamed.jpg")
@@ -87,9 +87,9 @@ def test_rename_and_folder_move_keep_vectors_without_calling_the_model(library, 
     assert library.catalog.by_path(lib_dir / "renamed.jpg").id == ids_before["p0.jpg"]
     moved = library.catalog.by_path(lib_dir / "holidays" / "2023" / "t6.png")
     assert (moved.id, moved.folder) == (ids_before["t6.png"], "holidays/2023")
-    after = library.store().vectors([moved.id])
+    after = library.stores().photo_vectors([moved.id])
     np.testing.assert_array_equal(after[moved.id], vectors_before[moved.id])
-    # the Chroma metadata followed the move: a folder filter finds it under its new folder only
+    # the catalog followed the move: a folder filter finds it under its new folder only
     hits = library.search("anything", k=9, folder=lib_dir / "holidays")
     assert {h.path.name for h in hits} == {"t6.png", "t7.png", "t8.png"}
     assert library.search("anything", k=9, folder=lib_dir / "holidays" / "2023" / "..")[0].folder.startswith("holidays")
@@ -97,7 +97,7 @@ def test_rename_and_folder_move_keep_vectors_without_calling_the_model(library, 
 
 
 def test_a_photo_moved_up_out_of_a_deep_folder_leaves_that_subtree(library, lib_dir):
-    """Chroma merges a metadata update into what it holds: the old folder's ancestor keys must be cleared."""
+    """A folder scope is the photo's folder now, not one it was in."""
     make_photo(lib_dir / "deep" / "a" / "b" / "x.jpg", seed=77)
     library.index([lib_dir])
     assert [h.path.name for h in library.search("x", k=20, folder=lib_dir / "deep" / "a")] == ["x.jpg"]
@@ -115,7 +115,7 @@ def test_byte_identical_duplicates_are_embedded_once(library, lib_dir, counted):
     report = library.index()
     assert (report.new, report.embedded, report.reused) == (1, 0, 1)
     a, b = (library.catalog.by_path(lib_dir / n).id for n in ("p3.jpg", "trips/another-p3.jpg"))
-    vectors = library.store().vectors([a, b])
+    vectors = library.stores().photo_vectors([a, b])
     np.testing.assert_array_equal(vectors[a], vectors[b])
     assert_stores_agree(library)
 
@@ -172,9 +172,9 @@ def test_stores_converge_after_vectors_and_rows_disagree(library, lib_dir):
     """Whatever a crash left behind (an orphan vector, an indexed row without vector), the next run mends it."""
     library.index([lib_dir])
     ids = sorted(library.catalog.ids_with_status("indexed"))
-    library.store().delete([ids[0]])  # indexed row, vector lost
-    vec = library.store().vectors([ids[1]])[ids[1]]
-    library.store().upsert([99999], vec[None, :], [{"root": 1, "folder": ""}])  # vector without a row
+    library.store().delete([library.catalog.get(ids[0]).content_hash])  # indexed row, vector lost
+    vec = library.stores().photo_vectors([ids[1]])[ids[1]]
+    library.store().upsert(["f" * 32], vec[None, :])  # vector without a row
     library.catalog.set_meta({"run_state": "running pid=1"})  # as a killed run leaves it
     report = library.index()
     assert report.reconciled and report.embedded == 1
@@ -184,7 +184,7 @@ def test_stores_converge_after_vectors_and_rows_disagree(library, lib_dir):
 def test_a_lost_vector_is_noticed_even_without_the_journal(library, lib_dir):
     library.index([lib_dir])
     ids = sorted(library.catalog.ids_with_status("indexed"))
-    library.store().delete([ids[3]])
+    library.store().delete([library.catalog.get(ids[3]).content_hash])
     report = library.index()
     assert report.reconciled and report.embedded == 1
     assert len(assert_stores_agree(library)) == 9

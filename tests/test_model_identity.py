@@ -14,8 +14,9 @@ from helpers import HashEmbedder, hash_config, make_photo
 
 from photosearch.config import ModelConfig
 from photosearch.errors import ModelNotAvailableError
-from photosearch.library import MODEL_KEY, Library
+from photosearch.library import Library
 from photosearch.models.identity import ModelIdentity, fingerprint, recorded_name, resolve_model
+from photosearch.stores.generations import MODEL_KEY
 
 REPO = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

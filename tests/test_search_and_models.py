@@ -36,12 +36,12 @@ def test_text_search_ranks_by_cosine_against_the_stored_vectors(indexed):
     assert scores == sorted(scores, reverse=True)
     # the scores are the real cosine similarities of the text vector with each photo's vector
     text = library.embedder().embed_texts(["a dog on the beach"])[0]
-    vectors = library.store().vectors([r.id for r in results])
+    vectors = library.stores().photo_vectors([r.id for r in results])
     for r in results:
         assert r.score == pytest.approx(float(vectors[r.id] @ text), abs=1e-4)
     # and nothing better was left out
     all_ids = sorted(library.catalog.ids_with_status("indexed"))
-    best = max(float(v @ text) for v in library.store().vectors(all_ids).values())
+    best = max(float(v @ text) for v in library.stores().photo_vectors(all_ids).values())
     assert results[0].score == pytest.approx(best, abs=1e-4)
 
 
@@ -93,11 +93,11 @@ def test_another_model_is_refused_until_reindex(indexed, tmp_path, tiny_model_di
         assert len(assert_stores_agree(lib_b)) == 8
         # every vector now is model B's: compare with B's own embedding of one photo
         record = lib_b.catalog.by_path(lib_dir / "a" / "p0.jpg")
-        stored = lib_b.store().vectors([record.id])[record.id]
+        stored = lib_b.stores().photo_vectors([record.id])[record.id]
         fresh = other.loaded[str(tiny_model_dir_b)].embed_images([Image.open(record.path).convert("RGB")])[0]
         assert float(stored @ fresh) > 0.999
-        assert lib_b.store().name.endswith(lib_b.stored_model().key())
-        assert lib_b.store().collection_names() == [lib_b.store().name]  # model A's vectors are gone
+        assert lib_b.store().name.startswith("vectors_" + lib_b.stored_model().key())
+        assert lib_b.store().chroma.names() == [lib_b.store().name]  # model A's vectors are gone
     # and now model A is the stranger
     config_a = make_config(tmp_path / "data", tiny_model_dir)
     with Library.open(config_a, embedder_factory=Counted()) as lib_a, pytest.raises(ModelMismatchError):
@@ -128,7 +128,7 @@ def test_orientation_is_applied_before_embedding(tmp_path, tiny_model_dir, exif_
         for family in ("landscape", "portrait"):
             paths = [exif_samples / "jpg" / "orientation" / f"{family}_{n}.jpg" for n in range(1, 9)]
             ids = [library.catalog.by_path(p).id for p in paths]
-            vectors = library.store().vectors(ids)
+            vectors = library.stores().photo_vectors(ids)
             upright = np.stack([vectors[i] for i in ids])
             raw = counted.loaded[str(tiny_model_dir)].embed_images([Image.open(p).convert("RGB") for p in paths])
             # A tiny random model sees mostly colour statistics, which a rotation keeps, so absolute cosines

@@ -115,7 +115,7 @@ def test_k_results_when_the_nearest_rows_are_pending(planted, monkeypatch):
 
     _leave_pending(library, embedder, paths[:25])  # the 25 nearest photos
     assert library.status().pending == 25
-    assert len(library.store().all_ids()) == PHOTOS  # their vectors are still there, nearest of all
+    assert library.stores().vector_count() == PHOTOS  # their vectors are still there, nearest of all
 
     results = library.search(QUERY, k=10)
     assert [r.id for r in results] == _ids(library, paths[25:35])  # the ten nearest indexed ones, in order
@@ -148,7 +148,7 @@ def test_a_search_while_no_row_is_indexed_reads_no_further_than_its_first_fetch(
     found, and a search does not read the whole collection to learn that (the catalog has no indexed row)."""
     library, embedder, paths = planted
     _leave_pending(library, embedder, paths)
-    assert library.status().pending == PHOTOS and len(library.store().all_ids()) == PHOTOS
+    assert library.status().pending == PHOTOS and library.stores().vector_count() == PHOTOS
     queries = Queries(monkeypatch)
     assert library.search(QUERY, k=5) == []
     assert queries.take() == 1

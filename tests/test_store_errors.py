@@ -284,9 +284,9 @@ def test_full_file_system_at_the_store_interface(tmp_path: Path, mount: Mount) -
             WorkQueue(library.catalog).put([(Path(row["path"]), None, False) for row in rows], debounce=0.0)
         assert_typed(caught.value, OperationalError, data)
 
-        vectors = np.ones((2000, HashEmbedder.identity.dim), dtype=np.float32)
+        vectors = np.random.default_rng(0).random((2000, HashEmbedder.identity.dim), dtype=np.float32)
         with pytest.raises(DataDirFullError) as caught:
-            store.upsert(list(range(10_000, 12_000)), vectors, [{"root": root_id, "folder": "x" * 200}] * 2000)
+            store.upsert([f"{i:032x}" for i in range(2000)], vectors)
         assert_typed(caught.value, (chromadb.errors.ChromaError, OSError), data)
 
         make_photo(photos / "new.jpg", seed=100, size=(32, 24))
@@ -315,10 +315,10 @@ def test_damaged_vector_store_raises_typed_errors_on_every_path_then_recovers(tm
         calls: dict[str, Callable[[], object]] = {
             "count": store.count,
             "query": lambda: store.query(vector, 3),
-            "upsert": lambda: store.upsert([999], vector[None, :], [{"root": 1, "folder": ""}]),
-            "delete": lambda: store.delete([1]),
-            "all ids": store.all_ids,
-            "vectors": lambda: store.vectors([1]),
+            "upsert": lambda: store.upsert(["9" * 32], vector[None, :]),
+            "delete": lambda: store.delete(["1" * 32]),
+            "all keys": store.all_keys,
+            "vectors": lambda: store.vectors(["1" * 32]),
         }
         for name, call in calls.items():
             with pytest.raises(VectorStoreError) as caught:

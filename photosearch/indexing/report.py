@@ -41,6 +41,14 @@ class IndexReport:
     seconds: float = 0.0
     handed_to_pid: int | None = None  # a running daemon took the work over
     deferred: list[ScannedFile] = field(default_factory=list)  # still being written: left for a later run
+    reindexed: int | None = None  # a reindex ran first: the distinct photos it embedded (in ``embedded`` too)
+    reindex_complete: bool = False  # ...and it completed: the index is the new model's now
+
+    def add_reindex(self, rebuilt: ReindexReport | None) -> None:
+        if rebuilt is not None:
+            self.reindexed, self.reindex_complete = rebuilt.embedded, rebuilt.complete
+            self.embedded += rebuilt.embedded
+            self.failed += rebuilt.failed
 
     def summary(self) -> str:
         """The report as one short log line: counts only, however many paths a run covered or deferred."""
@@ -50,6 +58,14 @@ class IndexReport:
             f"deferred={len(self.deferred)}, missing_roots={len(self.missing_roots)}, reconciled={self.reconciled}, "
             f"seconds={self.seconds:.2f}"
         )
+
+
+@dataclass
+class ReindexReport:
+    embedded: int = 0  # distinct contents embedded with the new model in this run
+    requeued: int = 0  # photos whose files changed since they were indexed: back to pending
+    failed: int = 0  # photos whose files cannot be read now
+    complete: bool = False  # the new index is the index now
 
 
 class IndexCancelled(Exception):

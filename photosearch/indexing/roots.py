@@ -2,9 +2,9 @@
 
 Removing a root writes both stores in the README's order ("Consistency"): its rows first, then their vectors,
 inside the run journal, so a crash in between leaves only vectors without rows, which the next run reconciles
-away. Chroma's metadata holds a photo's root *id* and its folder relative to the root, never a path, so pointing
-a root at another folder is one catalog transaction and no vector changes. Folding a root into another one
-(see move_root) changes the root id of the vectors it keeps first, then the catalog, then drops the rest.
+away. A vector says nothing about where its files are (stores/vectors.py), so pointing a root at another folder
+is one catalog transaction and no vector changes. Folding a root into another one (see move_root) is the
+catalog's too; only vectors that no photo has any more go after it.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from photosearch.errors import InvalidQueryError, LibraryRootError, RootConflict
 from photosearch.indexing.planner import root_available, root_of
 from photosearch.pathtext import display
 from photosearch.stores.catalog import Catalog, RootInfo
-from photosearch.stores.index import journal
-from photosearch.stores.vectors import VectorStore
+from photosearch.stores.index import Index, journal
 
 SAMPLE = 64  # photos of a missing root looked up elsewhere by content hash: bounded, status asks every poll
-StoreGetter = Callable[[], VectorStore | None]  # None: no vectors exist yet, so none need deleting
+IndexGetter = Callable[[], Index | None]  # None: no vectors exist yet, so none need deleting
 
 
 @dataclass(frozen=True)
@@ -129,18 +128,15 @@ def find_root(roots: Sequence[RootInfo], which: Path | int) -> RootInfo:
     raise LibraryRootError(f"{display(str(which))} is not a library folder (see `photosearch roots`)")
 
 
-def remove_root(catalog: Catalog, store: StoreGetter, root: RootInfo) -> int:
+def remove_root(catalog: Catalog, index: IndexGetter, root: RootInfo) -> int:
     """Forget a root: its rows (one transaction), then their vectors. Returns how many photos went."""
-    vectors = store()  # first: a store that cannot be opened (another model configured) stops us before any row goes
+    both = index()  # first: a store that cannot be opened (another model configured) stops us before any row goes
     with journal(catalog, "removing a root"):
-        ids = catalog.remove_root(root.id)
-        if vectors is not None:
-            vectors.delete(ids)
-    return len(ids)
+        return both.remove_root(root.id) if both is not None else len(catalog.remove_root(root.id))
 
 
 def move_root(
-    catalog: Catalog, store: StoreGetter, roots: Sequence[RootInfo], root: RootInfo, new_path: Path, force: bool
+    catalog: Catalog, index: IndexGetter, roots: Sequence[RootInfo], root: RootInfo, new_path: Path, force: bool
 ) -> RootInfo:
     """Point a root at the folder its photos are in now, without reading or embedding any of them.
 
@@ -150,21 +146,18 @@ def move_root(
     if target is None or not catalog.has_photos(target.id):
         catalog.move_root(root, new_path, replacing=target.id if target else None)
         return RootInfo(root.id, new_path, root.added_at, root.last_indexed_at)
-    _merge(catalog, store, root, target)
+    _merge(catalog, index, root, target)
     return target
 
 
-def _merge(catalog: Catalog, store: StoreGetter, root: RootInfo, into: RootInfo) -> None:
-    drop, keep = catalog.relocation(root, into.path)
-    vectors = store()
+def _merge(catalog: Catalog, index: IndexGetter, root: RootInfo, into: RootInfo) -> None:
+    drop, _keep = catalog.relocation(root, into.path)
+    both = index()
     with journal(catalog, "merging roots"):
-        if vectors is not None:
-            # Metadata first: stopped before the catalog follows, the rows still belong to the missing root, whose
-            # photos searches leave out whatever their vectors say (search.py), and running the move again ends it.
-            vectors.update_metadata(keep, [{"root": into.id}] * len(keep))  # Chroma keeps the other keys
-        catalog.merge_root(root, into, drop)
-        if vectors is not None:
-            vectors.delete(drop)
+        if both is not None:
+            both.merge_roots(root, into, drop)
+        else:
+            catalog.merge_root(root, into, drop)
 
 
 def _check_target(roots: Sequence[RootInfo], root: RootInfo, new_path: Path, force: bool) -> RootInfo | None:

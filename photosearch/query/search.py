@@ -1,15 +1,17 @@
 """The query layer: a text or an example image in, the top-k indexed photos out.
 
-Vector hits from Chroma are joined with the catalog, and only rows whose status is ``indexed`` are returned,
-so a vector orphaned by an interrupted run is never shown (see indexer.py for the write order).
+A vector hit is a content hash; the catalog turns it into the indexed photos with those bytes that the scope
+admits (folder, missing roots), so a vector orphaned by an interrupted run is never shown (stores/index.py).
+A narrow scope is handed to Chroma as the list of its hashes, which it filters inside the HNSW search; a wide
+one filters the hits, asking Chroma for more while that leaves fewer than k.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -18,8 +20,11 @@ from photosearch.models.protocols import TextEmbedder as TextEmbedder  # re-expo
 from photosearch.query.limits import MAX_K as MAX_K  # re-exported: the query layer's limit
 from photosearch.query.result import SearchResult as SearchResult  # re-exported: what a search gives
 from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
-from photosearch.stores.schema import PhotoStatus
-from photosearch.stores.vectors import Hit, VectorStore, excluding_roots, folder_filter
+from photosearch.stores.catalog_hashes import PhotoScope as PhotoScope
+from photosearch.stores.schema import PhotoStatus  # re-exported: what a search is scoped by
+from photosearch.stores.vectors import Hit, VectorStore
+
+WIDE = 8  # a scope holding at least 1/WIDE of the vectors filters the hits; a narrower one goes to Chroma
 
 
 def resolve_folder(roots: Sequence[RootInfo], folder: Path) -> tuple[int, str]:
@@ -57,68 +62,74 @@ class Searcher:
         self._offline = offline_roots
         self._hidden = frozenset() if include_offline else offline_roots
 
-    def by_text(self, query: str, k: int, where: dict[str, Any] | None = None) -> list[SearchResult]:
+    def by_text(self, query: str, k: int, scope: PhotoScope | None = None) -> list[SearchResult]:
         if not query.strip():
             raise InvalidQueryError("the search text is empty")
         _check_k(k)
         vector = self._embedder().embed_texts([query])[0]
-        return self.by_vector(vector, k, where)
+        return self.by_vector(vector, k, scope)
 
     def by_vector(
-        self,
-        vector: np.ndarray,
-        k: int,
-        where: dict[str, Any] | None = None,
-        exclude: frozenset[int] = frozenset(),
+        self, vector: np.ndarray, k: int, scope: PhotoScope | None = None, exclude: frozenset[int] = frozenset()
     ) -> list[SearchResult]:
         """The k indexed photos nearest to ``vector``, best first (fewer only when fewer exist).
 
-        Chroma's nearest vectors can belong to rows that are not ``indexed`` (pending after an interrupted run,
-        failed, or removed with the vector left behind) or to ``exclude``. Those are skipped, and while that
-        leaves fewer than k, Chroma is asked again for more (see _grown) until k are found, Chroma has no more,
-        or every indexed row has been seen. When every hit is usable (the common case) it is one Chroma query.
+        A hit whose hash has no indexed row in scope (pending after an interrupted run, failed, removed with the
+        vector left behind, elsewhere, or in ``exclude``) gives nothing; while that leaves fewer than k, Chroma
+        is asked again for more (see _grown) until k are found or Chroma has no more. When every hit is usable
+        (the common case) it is one Chroma query and one catalog query.
         """
         _check_k(k)
-        where = excluding_roots(where, self._hidden)
+        scope = replace(scope or PhotoScope(), hidden=(scope.hidden if scope else frozenset()) | self._hidden)
+        among = self._among(scope)
         fetch = k + len(exclude)
-        records: dict[int, PhotoRecord] = {}
-        bounds: tuple[int, int] | None = None  # (vectors in the collection, indexed rows), read once if needed
+        rows: dict[str, list[PhotoRecord]] = {}
+        bounds: tuple[int, int] | None = None  # (vectors the query can reach, indexed rows), read once if needed
         while True:
-            hits = self._store.query(vector, fetch, where)
-            records.update(self._catalog.records([h.photo_id for h in hits if h.photo_id not in records]))
-            results = self._usable(hits, records, k, exclude)
-            if len(results) == k or len(hits) < fetch:  # enough, or nothing more matches ``where``
+            hits = self._store.query(vector, fetch, among)
+            rows.update(self._catalog.indexed_by_hash([h.key for h in hits if h.key not in rows], scope))
+            results = self._usable(hits, rows, k, exclude)
+            if len(results) == k or len(hits) < fetch:  # enough, or nothing more to ask for
                 return results
             if bounds is None:
-                bounds = self._store.count(), self._catalog.counts()[PhotoStatus.INDEXED.value]
-            seen = sum(1 for h in hits if (r := records.get(h.photo_id)) and r.status == PhotoStatus.INDEXED)
-            if fetch >= bounds[0] or seen >= bounds[1]:  # no vector left unread, or none of them indexed
+                reach = len(among) if among is not None else self._store.count()
+                bounds = reach, self._catalog.counts()[PhotoStatus.INDEXED.value]
+            if fetch >= bounds[0] or sum(map(len, rows.values())) >= bounds[1]:  # all read, or no other row
                 return results
             fetch = min(bounds[0], _grown(fetch, len(results), k))
 
+    def _among(self, scope: PhotoScope) -> list[str] | None:
+        """The hashes of a folder scope that holds few of the vectors, for Chroma to filter inside its search;
+        None to filter the hits instead. Missing roots alone are filtered from the hits: counting them would
+        cost every search of a library with an unplugged disk a catalog scan."""
+        if scope.root_id is None or self._catalog.indexed_hash_count(scope) * WIDE >= self._store.count():
+            return None
+        return self._catalog.scope_hashes(scope)
+
     def _usable(
-        self, hits: Sequence[Hit], records: dict[int, PhotoRecord], k: int, exclude: frozenset[int]
+        self, hits: Sequence[Hit], rows: dict[str, list[PhotoRecord]], k: int, exclude: frozenset[int]
     ) -> list[SearchResult]:
         results: list[SearchResult] = []
         for hit in hits:
-            record = records.get(hit.photo_id)
-            if record is None or record.status != PhotoStatus.INDEXED or hit.photo_id in exclude:
-                continue
-            if record.root_id in self._hidden:  # its vector's metadata ran ahead of the row (see roots.py)
-                continue
-            results.append(_result(len(results) + 1, record, hit.score, record.root_id in self._offline))
-            if len(results) == k:
-                break
+            for record in rows.get(hit.key, ()):
+                if record.id in exclude:
+                    continue
+                results.append(_result(len(results) + 1, record, hit.score, record.root_id in self._offline))
+                if len(results) == k:
+                    return results
         return results
 
-    def stored_vector(self, photo_id: int) -> np.ndarray | None:
-        return self._store.vectors([photo_id]).get(photo_id)
+    def stored_vector(self, record: PhotoRecord) -> np.ndarray | None:
+        if record.content_hash is None:
+            return None
+        return self._store.vectors([record.content_hash]).get(record.content_hash)
 
 
-def folder_where(roots: Sequence[RootInfo], folder: Path | None) -> dict[str, Any] | None:
+def folder_scope(roots: Sequence[RootInfo], folder: Path | None) -> PhotoScope:
     if folder is None:
-        return None
-    return folder_filter(*resolve_folder(roots, folder))
+        return PhotoScope()
+    root_id, inside = resolve_folder(roots, folder)
+    return PhotoScope(root_id=root_id, folder=inside)
 
 
 def _grown(fetched: int, usable: int, k: int) -> int:

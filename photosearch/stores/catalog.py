@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from photosearch.errors import CatalogError, CatalogTooNewError, PhotoNotFoundError
 from photosearch.facts import PhotoFacts, fact_values
 from photosearch.stores.boundary import store_errors
+from photosearch.stores.catalog_hashes import HashQueries
 from photosearch.stores.catalog_roots import RootChanges
 from photosearch.stores.schema import Meta, Photo, PhotoStatus, Root
 
@@ -72,7 +73,7 @@ class PhotoRecord(PhotoFacts):
 _RECORD_FIELDS = tuple(f.name for f in fields(PhotoRecord))  # each a column of the same name (tests hold them)
 
 
-def _record(row: Photo | Row[Any]) -> PhotoRecord:
+def record_of(row: Photo | Row[Any]) -> PhotoRecord:
     return PhotoRecord(**{name: getattr(row, name) for name in _RECORD_FIELDS} | {"path": Path(row.path)})
 
 
@@ -102,7 +103,7 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield items[start : start + _CHUNK]
 
 
-class Catalog(RootChanges):
+class Catalog(RootChanges, HashQueries):
     def __init__(self, engine: Engine, path: Path) -> None:
         self._engine = engine
         self.path = path
@@ -223,12 +224,12 @@ class Catalog(RootChanges):
             row = s.get(Photo, photo_id)
             if row is None:
                 raise PhotoNotFoundError(f"no photo with id {photo_id} in the catalog")
-            return _record(row)
+            return record_of(row)
 
     def by_path(self, path: Path) -> PhotoRecord | None:
         with self._session() as s:
             row = s.scalar(select(Photo).where(Photo.path == str(path)))
-            return None if row is None else _record(row)
+            return None if row is None else record_of(row)
 
     def records(self, ids: Iterable[int]) -> dict[int, PhotoRecord]:
         found: dict[int, PhotoRecord] = {}
@@ -237,7 +238,7 @@ class Catalog(RootChanges):
         with self._errors(), self._engine.connect() as conn:
             for chunk in _chunks(list(ids)):
                 for row in conn.execute(select(Photo.__table__).where(Photo.id.in_(chunk))):
-                    found[row.id] = _record(row)
+                    found[row.id] = record_of(row)
         return found
 
     def ids_with_status(self, status: PhotoStatus) -> set[int]:

@@ -1,18 +1,20 @@
 """The Index: the catalog and the vector collection of one library, written together in a safe order.
 
-Chroma and the catalog cannot share a transaction, so every write goes in an order that any interruption
+The collection holds one vector per distinct content (key: the content hash); the catalog holds the rows (one
+per file: where it is, its facts, its status). A vector is needed while at least one ``indexed`` row has its
+hash. Chroma and the catalog cannot share a transaction, so every write goes in an order that any interruption
 survives, and only this module knows it:
 
-  * add (embedded, or a vector copied from byte-identical content): rows set to ``pending`` (committed) ->
-    vectors upserted under the row ids -> rows set to ``indexed``. A crash in between leaves pending rows, which
-    the next run processes again; the upsert is idempotent, so no vector is ever duplicated.
-  * move: the vectors' metadata first, then the rows. Stopped in between, the next run finds the old row
-    missing and the file new, and moves it again.
-  * remove, or a file turned unreadable: the rows go (or are set to ``failed``) first, then the vectors.
-    Searches only return vectors whose row is ``indexed``, so a vector left behind is never shown.
+  * add (embedded photos): rows set to ``pending`` (committed) -> vectors upserted under their hashes -> rows
+    set to ``indexed``. A crash in between leaves pending rows, which the next run processes again; the upsert
+    is idempotent, so no vector is ever duplicated.
+  * copy (byte-identical to an indexed photo), move, touch: rows only. The hash's vector is there already, and
+    a vector says nothing about where its files are, so these never touch Chroma.
+  * remove, or a file turned unreadable or changed: the rows go (or change) first, then the vectors that no
+    indexed row has any more. Search expands a hash to its indexed rows, so a vector left behind is never shown.
   * the run journal (meta ``run_state``) is set before the first write and cleared after the last. A run that
-    finds it set, or finds the two stores' counts disagreeing, reconciles first: vectors without an indexed row
-    are deleted, indexed rows without a vector go back to pending. After that the stores agree exactly.
+    finds it set, or finds the collection's count and the indexed hashes disagreeing, reconciles first: vectors
+    without an indexed row are deleted, indexed rows without a vector go back to pending.
 
 Every operation takes a batch, and costs a few statements and store calls whatever its size: moving or
 copying a folder of thousands of photos must not be one round trip per photo to either store.
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from photosearch.facts import PhotoFacts, fact_values
-from photosearch.stores.catalog import Catalog, FileState
+from photosearch.stores.catalog import Catalog, FileState, RootInfo
+from photosearch.stores.catalog_hashes import PhotoScope
 from photosearch.stores.schema import PhotoStatus
-from photosearch.stores.vectors import VectorStore, folder_metadata, folder_update
+from photosearch.stores.vectors import VectorStore
 
 JOURNAL_KEY = "run_state"
 log = logging.getLogger(__name__)
@@ -64,13 +67,6 @@ class NewPhoto:
     facts: PhotoFacts
 
 
-def vector_metadata(root_id: int, folder: str, taken_at: datetime | None) -> dict[str, Any]:
-    meta = folder_metadata(root_id, folder)
-    if taken_at is not None:
-        meta["taken_at"] = int(taken_at.timestamp())
-    return meta
-
-
 @contextmanager
 def journal(catalog: Catalog, what: str) -> Iterator[None]:
     """Mark the stores as being written for the block; left set when it raises, so the next run checks. Also for
@@ -93,67 +89,56 @@ class Index:
         return journal(self.catalog, what)
 
     def reconcile_if_needed(self) -> bool:
-        indexed_count = self.catalog.counts()[PhotoStatus.INDEXED.value]
-        if self.catalog.get_meta(JOURNAL_KEY) is None and self._vectors().count() == indexed_count:
+        if self.catalog.get_meta(JOURNAL_KEY) is None and self._vectors().count() == self.catalog.indexed_hash_count():
             return False
         self.reconcile()
         return True
 
     def reconcile(self) -> None:
-        """Make the collection hold exactly one vector per indexed row (see the module docstring)."""
-        indexed = self.catalog.ids_with_status(PhotoStatus.INDEXED)
-        stored = self._vectors().all_ids()
+        """Make the collection hold exactly the vectors of the indexed hashes (see the module docstring)."""
+        indexed = self.catalog.indexed_hashes()
+        stored = self._vectors().all_keys()
         log.warning(
-            "the last run did not finish: reconciling (%d orphan vectors, %d rows without a vector)",
+            "the last run did not finish: reconciling (%d orphan vectors, %d hashes without a vector)",
             len(stored - indexed), len(indexed - stored),
         )  # fmt: skip
         self._vectors().delete(sorted(stored - indexed))
-        self.catalog.set_status(sorted(indexed - stored), PhotoStatus.PENDING)
+        self.catalog.set_pending_with_hashes(sorted(indexed - stored))
 
     # -- writes ----------------------------------------------------------------------------------------
     def add(self, photos: Sequence[NewPhoto], embed: Callable[[], np.ndarray]) -> list[int]:
         """Rows pending -> ``embed()`` (one vector per photo, in order) -> vectors -> rows indexed."""
         if not photos:
             return []
+        replaced = self.catalog.indexed_hashes_at([str(p.location.path) for p in photos])  # edited files' old bytes
         rows = [{**p.location.row(), **fact_values(p.facts), "content_hash": p.content_hash,
                  "status": PhotoStatus.PENDING, "error": None} for p in photos]  # fmt: skip
         ids = self.catalog.upsert_files(rows)
-        vectors = embed()
-        metas = [vector_metadata(p.location.root_id, p.location.folder, p.facts.taken_at) for p in photos]
-        self._vectors().upsert(ids, vectors, metas)
+        by_hash = dict(zip((p.content_hash for p in photos), embed(), strict=True))  # twins in a batch: one vector
+        self._vectors().upsert(list(by_hash), np.stack(list(by_hash.values())))
         self.catalog.set_indexed(ids)
+        self._drop_orphans(replaced)
         return ids
 
     def copy(self, copies: Sequence[tuple[Location, int]]) -> list[int]:
         """Byte-identical duplicates, (location, id of an indexed photo with the same bytes): each gets its own
-        row with the source's facts and a copy of its vector, without the model."""
+        row with the source's facts, indexed at once: the source's vector is theirs too."""
         if not copies:
             return []
-        sources = sorted({source for _, source in copies})
-        records = self.catalog.records(sources)
-        vectors = self._vectors().vectors(sources)
-        usable = [(loc, src) for loc, src in copies if src in records and src in vectors]
+        records = self.catalog.records(sorted({source for _, source in copies}))
+        usable = [(loc, records[src]) for loc, src in copies if src in records]
         if len(usable) < len(copies):  # only after a store was changed behind our back: the next run adds them
             log.warning("%d duplicates not copied: their source vanished meanwhile", len(copies) - len(usable))
-        rows = []
-        for loc, src in usable:
-            record = records[src]
-            rows.append({**loc.row(), **fact_values(record), "content_hash": record.content_hash,
-                         "status": PhotoStatus.PENDING, "error": None})  # fmt: skip
+        replaced = self.catalog.indexed_hashes_at([str(loc.path) for loc, _ in usable])
+        now = datetime.now().replace(microsecond=0)
+        indexed = {"status": PhotoStatus.INDEXED, "error": None, "indexed_at": now}
+        rows = [{**loc.row(), **fact_values(r), "content_hash": r.content_hash, **indexed} for loc, r in usable]
         ids = self.catalog.upsert_files(rows)
-        if ids:
-            stacked = np.stack([vectors[src] for _, src in usable])
-            metas = [vector_metadata(loc.root_id, loc.folder, records[src].taken_at) for loc, src in usable]
-            self._vectors().upsert(ids, stacked, metas)
-            self.catalog.set_indexed(ids)
+        self._drop_orphans(replaced)
         return ids
 
     def move(self, moves: Sequence[tuple[FileState, Location]]) -> None:
-        """Indexed photos whose files moved keep their rows and vectors: metadata first, then the rows."""
-        if not moves:
-            return
-        metas = [folder_update(loc.root_id, loc.folder, old.folder) for old, loc in moves]
-        self._vectors().update_metadata([old.id for old, _ in moves], metas)
+        """Indexed photos whose files moved keep their rows (and so their vector): the rows follow the files."""
         self.catalog.update_files([(old.id, loc.row()) for old, loc in moves])
 
     def touch(self, files: Sequence[tuple[int, Location]]) -> None:
@@ -161,22 +146,61 @@ class Index:
         self.catalog.update_files([(photo_id, loc.row()) for photo_id, loc in files])
 
     def fail(self, failures: Sequence[tuple[Location, str | None, str]]) -> None:
-        """(location, content hash, reason): rows set to failed first, then any vector they had is dropped."""
+        """(location, content hash, reason): rows set to failed first, then vectors no indexed row has any more."""
         if not failures:
             return
         rows = [{**loc.row(), "status": PhotoStatus.FAILED, "error": reason, "content_hash": digest}
                 for loc, digest, reason in failures]  # fmt: skip
-        had_vectors = self.catalog.indexed_ids_at([row["path"] for row in rows])
+        had = self.catalog.indexed_hashes_at([row["path"] for row in rows])
         self.catalog.upsert_files(rows)
-        self._vectors().delete(had_vectors)  # a failed row must not keep a (now wrong) vector in search results
+        self._drop_orphans(had)  # a failed row must not keep a (now wrong) vector in search results
 
     def remove(self, ids: Sequence[int]) -> None:
-        """Photos gone from disk: rows first, then vectors."""
+        """Photos gone from disk: rows first, then the vectors no indexed row has any more."""
         if not ids:
             return
+        hashes = self.catalog.hashes_of(ids)
         self.catalog.delete(ids)
-        self._vectors().delete(ids)
+        self._drop_orphans(hashes)
 
-    # -- reads for the indexer -------------------------------------------------------------------------
+    def remove_root(self, root_id: int) -> int:
+        """A forgotten root: its rows (one transaction), then the vectors no other photo has. How many rows went."""
+        hashes = self.catalog.scope_hashes(PhotoScope(root_id=root_id))
+        removed = len(self.catalog.remove_root(root_id))
+        self._drop_orphans(hashes)
+        return removed
+
+    def merge_roots(self, root: RootInfo, into: RootInfo, drop: Sequence[int]) -> None:
+        """A missing root folded into the root its photos turned up in; ``drop``: its rows that are there twice."""
+        hashes = self.catalog.hashes_of(drop)
+        self.catalog.merge_root(root, into, drop)
+        self._drop_orphans(hashes)
+
+    def requeue(self, ids: Sequence[int]) -> None:
+        """Indexed rows whose files changed under a reindex: back to pending (the next run embeds them afresh)."""
+        hashes = self.catalog.hashes_of(ids)
+        self.catalog.set_status(ids, PhotoStatus.PENDING)
+        self._drop_orphans(hashes)
+
+    def _drop_orphans(self, hashes: Iterable[str]) -> None:
+        orphans = self.catalog.orphan_hashes(hashes)
+        if orphans:
+            self._vectors().delete(orphans)
+
+    # -- reads -----------------------------------------------------------------------------------------
     def indexed_with_hash(self, content_hash: str) -> int | None:
         return self.catalog.indexed_with_hash(content_hash)
+
+    def vector_count(self) -> int:
+        return self._vectors().count()
+
+    def photo_vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The vectors of these indexed photos, by photo id (byte-identical photos share theirs)."""
+        records = self.catalog.records(ids)
+        hashes = {r.id: r.content_hash for r in records.values() if r.status == PhotoStatus.INDEXED and r.content_hash}
+        stored = self._vectors().vectors(sorted(set(hashes.values())))
+        return {i: stored[h] for i, h in hashes.items() if h in stored}
+
+    def agree(self) -> bool:
+        """Whether the collection holds exactly the indexed hashes' vectors (what reconcile restores)."""
+        return self._vectors().all_keys() == self.catalog.indexed_hashes()

@@ -91,7 +91,7 @@ class Daemon:
                 next_root_check = time.monotonic() + IDLE_CHECK
             if self._reindex_requested.is_set():
                 self._reindex_requested.clear()
-                self._guard(self.library.reindex)
+                self._guard(lambda: self.library.reindex(should_stop=self.stop_event.is_set))
             drained = self._guard(self._drain_if_ready)
             if drained is True:
                 continue  # more may be due: the next chunk at once (events are flushed first, above)

@@ -1,0 +1,122 @@
+"""The catalog's SQL over content hashes: the key of the vector store (one vector per distinct content).
+
+A vector exists for a hash while at least one ``indexed`` row has it, so these queries answer which vectors a
+write leaves without a row, which hashes a reindex still has to embed, and which hashes a scoped search may
+meet. Mixed into Catalog (catalog.py), whose conventions hold: every method is one short transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true, type_coerce, update
+from sqlalchemy.orm import Session
+
+from photosearch.pathtext import to_text
+from photosearch.stores.schema import OsText, Photo, PhotoStatus
+
+_CHUNK = 500  # stays under SQLite's bound-parameter limit in IN (...) lists
+_INDEXED = Photo.status == PhotoStatus.INDEXED
+
+
+@dataclass(frozen=True)
+class PhotoScope:
+    """Which indexed photos a search may return: under one folder of one root (``folder`` "" = the whole root)
+    or anywhere, and never in the ``hidden`` roots (missing ones, unless the user asks for them)."""
+
+    root_id: int | None = None
+    folder: str = ""
+    hidden: frozenset[int] = frozenset()
+
+    @property
+    def narrowed(self) -> bool:
+        return self.root_id is not None or bool(self.hidden)
+
+    def admits(self, root_id: int, folder: str) -> bool:
+        if root_id in self.hidden or (self.root_id is not None and root_id != self.root_id):
+            return False
+        return not self.folder or folder == self.folder or folder.startswith(self.folder + "/")
+
+    def clause(self) -> ColumnElement[bool]:
+        clauses: list[ColumnElement[bool]] = []
+        if self.hidden:
+            clauses.append(Photo.root_id.not_in(sorted(self.hidden)))
+        if self.root_id is not None:
+            clauses.append(Photo.root_id == self.root_id)
+        if self.folder:
+            # A prefix of the stored form (pathtext.py maps char by char, so lengths agree), without LIKE's escapes.
+            prefix = self.folder + "/"
+            below = func.substr(Photo.folder, 1, len(to_text(prefix))) == type_coerce(prefix, OsText)
+            clauses.append(or_(Photo.folder == self.folder, below))
+        return and_(true(), *clauses)
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+class HashQueries:
+    def session(self) -> AbstractContextManager[Session]:
+        raise NotImplementedError  # Catalog's: its sessions map store errors to typed ones (boundary.py)
+
+    def indexed_hashes(self) -> set[str]:
+        """Every hash that has a vector (an indexed row)."""
+        with self.session() as s:
+            return {h for h in s.scalars(select(Photo.content_hash).where(_INDEXED).distinct()) if h}
+
+    def indexed_hash_count(self, scope: PhotoScope | None = None) -> int:
+        query = select(func.count(func.distinct(Photo.content_hash))).where(_INDEXED)
+        with self.session() as s:
+            return s.scalar(query if scope is None else query.where(scope.clause())) or 0
+
+    def scope_hashes(self, scope: PhotoScope) -> list[str]:
+        with self.session() as s:
+            query = select(Photo.content_hash).where(_INDEXED, scope.clause()).distinct()
+            return [h for h in s.scalars(query) if h]
+
+    def hashes_of(self, ids: Sequence[int]) -> set[str]:
+        return self._hashes(lambda part: select(Photo.content_hash).where(Photo.id.in_(part)), ids)
+
+    def indexed_hashes_at(self, paths: Sequence[str]) -> set[str]:
+        """The hashes of the indexed rows at these paths (their vectors may lose their last row)."""
+        return self._hashes(lambda part: select(Photo.content_hash).where(_INDEXED, Photo.path.in_(part)), paths)
+
+    def _hashes(self, query: Any, keys: Sequence[Any]) -> set[str]:
+        with self.session() as s:
+            return {h for part in _chunks(list(keys)) for h in s.scalars(query(part)) if h}
+
+    def orphan_hashes(self, hashes: Iterable[str]) -> list[str]:
+        """Of these hashes, those no indexed row has any more: their vectors can go."""
+        wanted = sorted(set(hashes))
+        kept = self._hashes(lambda part: select(Photo.content_hash).where(_INDEXED, Photo.content_hash.in_(part)),
+                            wanted)  # fmt: skip
+        return [h for h in wanted if h not in kept]
+
+    def indexed_by_hash(self, hashes: Sequence[str], scope: PhotoScope | None = None) -> dict[str, list[Any]]:
+        """The indexed rows (as PhotoRecords, by id) of each hash: a search hit is a hash, its results are rows."""
+        from photosearch.stores.catalog import record_of  # the one row -> record mapping
+
+        found: dict[str, list[Any]] = {}
+        with self.session() as s:
+            for part in _chunks(list(hashes)):
+                query: Select[Any] = select(Photo.__table__).where(_INDEXED, Photo.content_hash.in_(part))
+                if scope is not None:
+                    query = query.where(scope.clause())
+                for row in s.connection().execute(query.order_by(Photo.id)):
+                    found.setdefault(row.content_hash, []).append(record_of(row))
+        return found
+
+    def paths_by_hash(self, hashes: Sequence[str]) -> dict[str, list[Any]]:
+        """For a reindex: the indexed rows of each hash, whose files can give its pixels."""
+        return self.indexed_by_hash(hashes)
+
+    def set_pending_with_hashes(self, hashes: Sequence[str]) -> None:
+        """Indexed rows whose vector is missing go back to the work queue."""
+        with self.session() as s, s.begin():
+            for part in _chunks(list(hashes)):
+                in_part = Photo.content_hash.in_(part)
+                s.execute(update(Photo).where(_INDEXED, in_part).values(status=PhotoStatus.PENDING))

@@ -1,0 +1,69 @@
+"""Which collection search reads, and which one a reindex is filling beside it: the catalog's record of both.
+
+A reindex never takes search away. It fills a second collection (its own name, its own model's identity)
+while search keeps answering from the active one with the active model; when every indexed hash has a vector
+in the new collection, one catalog transaction makes it the active one (``switch``), and only then is the old
+collection dropped. Interrupted at any point, the record of the reindex survives, and the next reindex, index
+run or daemon start carries on from the hashes the new collection still lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from photosearch.models.identity import ModelIdentity
+from photosearch.stores.catalog import Catalog
+from photosearch.stores.vectors import PREFIX
+
+MODEL_KEY = "model"  # the active index's ModelIdentity (its to_json)
+COLLECTION_KEY = "collection"  # the active collection's name; unset: PREFIX + the model's key
+REINDEX_KEY = "reindex"  # {"model": identity, "collection": name} while a reindex is under way
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One model's vectors: its identity and the collection that holds them."""
+
+    model: ModelIdentity
+    collection: str
+
+
+def active(catalog: Catalog) -> Generation | None:
+    raw = catalog.get_meta(MODEL_KEY)
+    if raw is None:
+        return None
+    model = ModelIdentity.from_json(raw)
+    return Generation(model, catalog.get_meta(COLLECTION_KEY) or PREFIX + model.key())
+
+
+def record_active(catalog: Catalog, model: ModelIdentity) -> Generation:
+    """The first model of an empty index."""
+    generation = Generation(model, PREFIX + model.key())
+    catalog.set_meta({MODEL_KEY: model.to_json(), COLLECTION_KEY: generation.collection})
+    return generation
+
+
+def target(catalog: Catalog) -> Generation | None:
+    raw = catalog.get_meta(REINDEX_KEY)
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    return Generation(ModelIdentity.from_dict(data["model"]), str(data["collection"]))
+
+
+def start(catalog: Catalog, model: ModelIdentity) -> Generation:
+    """Record a reindex to ``model``, in a collection of its own (a reindex with the same model included)."""
+    generation = Generation(model, f"{PREFIX}{model.key()}_{time.time_ns():x}")
+    catalog.set_meta({REINDEX_KEY: json.dumps({"model": model.to_dict(), "collection": generation.collection})})
+    return generation
+
+
+def switch(catalog: Catalog, new: Generation) -> None:
+    """The one step that makes a complete reindex the index: model, collection and the end of the reindex."""
+    catalog.set_meta({MODEL_KEY: new.model.to_json(), COLLECTION_KEY: new.collection, REINDEX_KEY: None})
+
+
+def cancel(catalog: Catalog) -> None:
+    catalog.set_meta({REINDEX_KEY: None})
