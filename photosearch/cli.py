@@ -1,8 +1,9 @@
 """The command line: a thin adapter over photosearch.library.
 
-It is the edge: it reads os.environ (into the Config), turns typed errors into one line on stderr and an exit
-code, and shows tracebacks only with --debug. Heavy modules are imported inside the commands so that
-`photosearch --help` stays instant.
+It is the edge: it reads os.environ (into the Config, once per command: _config), turns typed errors into one line
+on stderr and an exit code, and shows tracebacks only with --debug. search, similar and status ask the query
+interface (query/api.py), which a running `photosearch serve` answers when there is one, the library otherwise
+(_queries). Heavy modules are imported inside the commands so that `photosearch --help` stays instant.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from photosearch.cli_roots import roots as roots_command
-from photosearch.pathtext import display, to_text
+from photosearch.cli_status import show_status
+from photosearch.pathtext import display
 from photosearch.query.limits import MAX_K
-from photosearch.query.result import RESULT_KEYS
 
 if TYPE_CHECKING:
+    from photosearch.config import Config
     from photosearch.indexing.indexer import IndexReport
     from photosearch.library import Library
+    from photosearch.query.api import Queries
+    from photosearch.query.result import SearchResult
     from photosearch.serving.client import ServerClient
 
 
@@ -44,14 +48,44 @@ def cli(ctx: click.Context, config_path: Path | None, data_dir: Path | None, mod
 cli.add_command(roots_command)
 
 
+def _config(ctx: click.Context) -> Config:
+    """The configuration (defaults, file, environment, flags), loaded on first use and kept for the command."""
+    if ctx.obj.get("config") is None:
+        from photosearch.config import load_config
+
+        ctx.obj["config"] = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
+    config: Config = ctx.obj["config"]
+    return config
+
+
 @contextmanager
 def _library(ctx: click.Context, *, long_running: bool = False) -> Iterator[Library]:
-    from photosearch.config import load_config
     from photosearch.library import Library
 
-    config = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
+    config = _config(ctx)
     _log_to_file(config.log_dir)
     with _decoder_output_to_log(ctx, long_running), Library.open(config) as library:
+        yield library
+
+
+def _running_server(ctx: click.Context) -> ServerClient | None:
+    """A `photosearch serve` for this data directory, if one runs: asking it avoids loading the model."""
+    from photosearch.serving.client import ServerClient, running_server
+
+    found = running_server(_config(ctx).data_dir)
+    return ServerClient(found["url"], found.get("token")) if found else None
+
+
+@contextmanager
+def _queries(ctx: click.Context) -> Iterator[Queries]:
+    """The query interface: a running server for this data directory (RemoteLibrary), else the library itself."""
+    server = _running_server(ctx)
+    if server is not None:
+        from photosearch.serving.remote import RemoteLibrary
+
+        yield RemoteLibrary(server, _config(ctx))
+        return
+    with _library(ctx) as library:
         yield library
 
 
@@ -139,45 +173,27 @@ def _print_report(report: IndexReport) -> None:
         click.echo("see `photosearch status --failed` for the reasons", err=True)
 
 
-def _print_results(results: Sequence[dict[str, Any]], as_json: bool) -> None:
-    """One line per result; the same whether the results came from the library or from a server."""
+def _print_results(results: Sequence[SearchResult], as_json: bool) -> None:
+    """One line per result (--json: its JSON form, RESULT_KEYS in order)."""
     if as_json:
         for result in results:
-            click.echo(json.dumps({key: result.get(key) for key in RESULT_KEYS}))  # a server's too, in this order
+            click.echo(json.dumps(result.to_dict()))
         return
     if not results:
         click.echo("no results (is anything indexed? see `photosearch status`)", err=True)
     for result in results:
-        offline = "  (offline: its library folder is missing)" if result.get("offline") else ""
-        click.echo(f"{result['rank']:3d}  {result['score']:.4f}  {result['path']}{offline}")
-
-
-def _running_server(ctx: click.Context) -> ServerClient | None:
-    """A `photosearch serve` for this data directory, if one runs: asking it avoids loading the model."""
-    from photosearch.config import load_config
-    from photosearch.serving.client import ServerClient, running_server
-
-    config = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
-    found = running_server(config.data_dir)
-    return ServerClient(found["url"], found.get("token")) if found else None
+        data = result.to_dict()  # the path as shown (pathtext.display)
+        offline = "  (offline: its library folder is missing)" if result.offline else ""
+        click.echo(f"{data['rank']:3d}  {data['score']:.4f}  {data['path']}{offline}")
 
 
 _K = click.option("-k", "--top", "k", type=click.IntRange(1, MAX_K),
-                  help="How many results (default: search.default_k in the config, 10 unless set).")  # fmt: skip
+                  help="How many results (default: search.default_k in the config).")  # fmt: skip
 _JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
 _FOLDER = click.option("--folder", type=click.Path(path_type=Path), help="Only photos under this folder.")
 _OFFLINE = click.option(
     "--include-offline", is_flag=True, help="Also photos of missing library folders (unmounted, or moved)."
 )
-
-
-def _k(ctx: click.Context, k: int | None) -> int:
-    """-k, or the configured search.default_k: what a server is asked for (a library applies the default itself)."""
-    from photosearch.config import load_config
-
-    if k is not None:
-        return k
-    return load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"]).search.default_k
 
 
 @cli.command()
@@ -191,16 +207,9 @@ def search(
     ctx: click.Context, query: str, k: int | None, as_json: bool, folder: Path | None, include_offline: bool
 ) -> None:
     """Photos that match a text QUERY, best first."""
-    server = _running_server(ctx)
-    if server is not None:
-        folder_arg = to_text(folder.expanduser().resolve()) if folder else None  # the wire form, as stored
-        offline = "true" if include_offline else None
-        reply = server.get("/api/search", q=query, k=_k(ctx, k), folder=folder_arg, include_offline=offline)
-        _print_results(reply["results"], as_json)
-        return
-    with _library(ctx) as library:
-        results = library.search(query, k=k, folder=folder, include_offline=include_offline)
-        _print_results([r.to_dict() for r in results], as_json)
+    with _queries(ctx) as queries:
+        results = queries.search(query, k=k, folder=folder, include_offline=include_offline)
+    _print_results(results, as_json)
 
 
 @cli.command()
@@ -214,30 +223,9 @@ def similar(
     ctx: click.Context, photo: Path, k: int | None, as_json: bool, folder: Path | None, include_offline: bool
 ) -> None:
     """Photos that look like PHOTO (an indexed photo or any image file)."""
-    server = _running_server(ctx)
-    if server is not None and folder is None:
-        _print_results(_similar_via_server(server, photo, _k(ctx, k), include_offline), as_json)
-        return
-    with _library(ctx) as library:
-        results = library.similar(photo, k=k, folder=folder, include_offline=include_offline)
-        _print_results([r.to_dict() for r in results], as_json)
-
-
-def _similar_via_server(server: ServerClient, photo: Path, k: int, include_offline: bool) -> list[dict[str, Any]]:
-    from photosearch.errors import PhotoNotFoundError
-
-    offline = "true" if include_offline else None
-
-    try:
-        found = server.get("/api/lookup", path=to_text(photo.expanduser().absolute()))
-    except PhotoNotFoundError:
-        found = None
-    if found is not None and found["status"] == "indexed":
-        endpoint = f"/api/photos/{found['id']}/similar"
-        results: list[dict[str, Any]] = server.get(endpoint, k=k, include_offline=offline)["results"]
-        return results
-    results = server.post_file("/api/search/image", photo.expanduser(), k=k, include_offline=offline)["results"]
-    return [r for r in results if found is None or r["id"] != found["id"]]
+    with _queries(ctx) as queries:
+        results = queries.similar(photo, k=k, folder=folder, include_offline=include_offline)
+    _print_results(results, as_json)
 
 
 @cli.command()
@@ -258,12 +246,10 @@ def watch(ctx: click.Context) -> None:
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, watch: bool) -> None:
     """Serve the HTTP API and the web page (and, by default, the watch daemon) in one process."""
-
-    from photosearch.config import load_config
     from photosearch.serving.serve import check_binding
     from photosearch.serving.serve import serve as run_server
 
-    config = load_config(ctx.obj["config_path"], env=os.environ, overrides=ctx.obj["overrides"])
+    config = _config(ctx)
     host = host or config.server.host
     port = port or config.server.port
     check_binding(config, host)  # before the banner: a refused binding must not announce that it serves
@@ -280,58 +266,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, watch: bool) -
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, show_failed: bool) -> None:
     """What is indexed, pending and failed; the model; where the data lives."""
-    server = None if show_failed else _running_server(ctx)
-    if server is not None:
-        data = server.get("/api/status")
-        failures: list[tuple[Path, str]] = []
-    else:
-        from photosearch.watching.daemon import daemon_state
-
-        with _library(ctx) as library:
-            data = library.status().to_dict() | {"daemon": daemon_state(library)}
-            failures = library.failures() if show_failed else []
-    if as_json:
-        if show_failed:
-            data["failures"] = [{"path": display(p), "reason": display(r)} for p, r in failures]
-        click.echo(json.dumps(data, indent=2))
-        return
-    _print_status(data)
-    _print_daemon(data["daemon"])
-    for path, reason in failures:
-        click.echo(f"{display(path)}: {display(reason)}")
-
-
-def _print_status(info: dict[str, Any]) -> None:
-    for root in info["roots"]:
-        mark = "  (missing or empty)" if root in info["missing_roots"] else ""
-        click.echo(f"library   {root}{mark}")
-    for moved in info.get("moved_roots", []):
-        click.echo(f"hint      library folder {moved['root']} looks moved to {moved['to']}: run `{moved['command']}`")
-    if not info["roots"]:
-        click.echo("library   (none yet: run `photosearch index FOLDER`)")
-    click.echo(f"photos    {info['indexed']} indexed, {info['pending']} pending, {info['failed']} failed")
-    click.echo(f"model     {info['model'] or '(nothing indexed yet)'}")
-    if not info["model_matches"]:
-        click.echo(f"          configured: {info['configured_model']} -> run `photosearch reindex`")
-    click.echo(f"data      {info['data_dir']}")
-    click.echo(f"size      catalog {_mb(info['catalog_bytes'])}, vectors {_mb(info['vectors_bytes'])}")
-
-
-def _print_daemon(daemon: dict[str, Any]) -> None:
-    if daemon["running"]:
-        click.echo(f"daemon    running (pid {daemon['pid']}, since {daemon['since']})")
-    else:
-        click.echo("daemon    not running (start it with `photosearch watch`)")
-    click.echo(
-        f"queue     {daemon['queue']} waiting; indexed {daemon['indexed_last_minute']} in the last minute, "
-        f"{daemon['indexed_last_hour']} in the last hour"
-    )
-    if daemon["last_error"]:
-        click.echo(f"error     {daemon['last_error']['at']}: {daemon['last_error']['message']}")
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1_000_000:.1f} MB"
+    with _queries(ctx) as queries:
+        data = queries.status_report()
+        failures = queries.failures() if show_failed else None
+    show_status(data, failures, as_json)
 
 
 def _log_to_file(log_dir: Path) -> None:

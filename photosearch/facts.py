@@ -11,7 +11,7 @@ details show all of them (serving/httpapi.py). tests/test_fields.py checks each 
 from __future__ import annotations
 
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import MappingProxyType
@@ -56,3 +56,14 @@ def json_values(facts: PhotoFacts, names: Sequence[str] = FACT_FIELDS) -> dict[s
     """``fact_values`` as JSON values: dates as ISO 8601 text."""
     values = fact_values(facts, names)
     return {name: value.isoformat() if isinstance(value, datetime) else value for name, value in values.items()}
+
+
+def from_json_values(values: Mapping[str, Any]) -> PhotoFacts:
+    """The inverse of ``json_values``: facts from their JSON values (dates from ISO 8601); those not given are None."""
+    types = fact_types()
+    known = {name: _from_json(types[name], value) for name, value in values.items() if name in types}
+    return PhotoFacts(**({name: None for name in FACT_FIELDS} | known))
+
+
+def _from_json(kind: Any, value: Any) -> Any:
+    return datetime.fromisoformat(value) if isinstance(value, str) and datetime in typing.get_args(kind) else value

@@ -13,13 +13,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from photosearch.config import Config, ModelConfig
-from photosearch.errors import LibraryRootError, ModelMismatchError, WriterBusyError
+from photosearch.config import Config
+from photosearch.errors import LibraryRootError, WriterBusyError
 from photosearch.indexing import roots as roots_ops
 from photosearch.indexing.indexer import Indexer, IndexReport, Progress
 from photosearch.indexing.planner import Scope
@@ -34,12 +33,13 @@ from photosearch.indexing.roots import (
     offline_roots,
     overview,
 )
+from photosearch.librarystatus import LibraryStatus as LibraryStatus  # re-exported: what status() gives
 from photosearch.locking import Writer
 from photosearch.models.embedder import load_embedder
 from photosearch.models.identity import ModelIdentity, recorded_name
+from photosearch.models.loaded import EmbedderFactory, LoadedModels, TextEncoderFactory
 from photosearch.models.protocols import Embedder, TextEmbedder
 from photosearch.models.textencoder import load_text_encoder
-from photosearch.pathtext import display
 from photosearch.query.images import image_bytes, image_file
 from photosearch.query.search import Searcher, SearchResult, folder_scope
 from photosearch.query.warmup import load_side_by_side
@@ -56,8 +56,6 @@ from photosearch.watching.handoff import hand_to_daemon
 if TYPE_CHECKING:
     import numpy as np
 
-EmbedderFactory = Callable[[ModelConfig], Embedder]
-TextEncoderFactory = Callable[[ModelConfig], TextEmbedder | None]  # None: this model needs the full Embedder
 StopCheck = Callable[[], bool]
 
 
@@ -66,40 +64,6 @@ def _never() -> bool:
 
 
 ROOTS_WAIT = 60.0  # seconds a roots change waits for the daemon's batch in flight (HTTP clients give up at 120)
-
-
-@dataclass(frozen=True)
-class LibraryStatus:
-    roots: list[RootInfo]
-    missing_roots: list[Path]
-    indexed: int
-    pending: int
-    failed: int
-    model: str | None  # what the index was built with
-    configured_model: str
-    model_matches: bool  # the index was built with the configured model.name (or nothing is indexed yet)
-    data_dir: Path
-    catalog_bytes: int
-    vectors_bytes: int
-    moved_roots: list[MovedRoot] = field(default_factory=list)  # missing roots whose photos turned up elsewhere
-    reindex: tuple[str, int, int] | None = None  # a reindex under way: (its model, hashes done, hashes in all)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "roots": [display(r.path) for r in self.roots],
-            "missing_roots": [display(p) for p in self.missing_roots],
-            "indexed": self.indexed,
-            "pending": self.pending,
-            "failed": self.failed,
-            "model": self.model,
-            "configured_model": self.configured_model,
-            "model_matches": self.model_matches,
-            "data_dir": str(self.data_dir),
-            "catalog_bytes": self.catalog_bytes,
-            "vectors_bytes": self.vectors_bytes,
-            "moved_roots": [m.to_dict() for m in self.moved_roots],
-            "reindex": self.reindex and dict(zip(("model", "done", "total"), self.reindex, strict=True)),
-        }
 
 
 class Library:
@@ -115,15 +79,11 @@ class Library:
         self.catalog = catalog
         self.queue = WorkQueue(catalog)  # the watch daemon's changed paths (and folders handed to it)
         self.daemon_record = DaemonRecord(catalog)  # the daemon's start and last error, for `status`
-        self._embedder_factory = embedder_factory
-        self._text_encoder_factory = text_encoder_factory
-        self._embedder_instance: Embedder | None = None
-        self._text_instance: TextEmbedder | None = None
+        self.models = LoadedModels(config.model, catalog, embedder_factory, text_encoder_factory)
         self._store_instance: VectorStore | None = None
         self._chroma = ChromaDir(config.chroma_dir)  # one Chroma client for the active and a reindex's collection
         self._writer = Writer(config.data_dir)  # the writer lock, and one writing thread at a time
-        self._init_lock = threading.RLock()  # the embedder and the store
-        self._text_lock = threading.Lock()  # the text encoder: it loads beside the store (see search)
+        self._init_lock = threading.RLock()  # the store
 
     @classmethod
     def open(cls, config: Config, *, embedder_factory: EmbedderFactory | None = None) -> Library:
@@ -150,80 +110,27 @@ class Library:
     # -- model and store -------------------------------------------------------------------------------
     def stored_model(self) -> ModelIdentity | None:
         """The model of the index that search reads (while a reindex runs, the one it replaces)."""
-        active = generations.active(self.catalog)
-        return None if active is None else active.model
-
-    def _check_model_name(self) -> None:
-        """Refuse a model.name other than the index's before loading anything, unless a reindex to it is under way
-        (search then keeps using the index's own model until the reindex completes)."""
-        stored = self.stored_model()
-        if stored is None or stored.matches(self.config.model.name):
-            return
-        target = generations.target(self.catalog)
-        if target is None or not target.model.matches(self.config.model.name):
-            raise _mismatch(stored.describe(), recorded_name(self.config.model.name))
-
-    def _active_model_config(self) -> ModelConfig:
-        """The settings that load the index's model: the configured ones, with the index's name during a switch."""
-        stored = self.stored_model()
-        if stored is None or stored.matches(self.config.model.name):
-            return self.config.model
-        return self.config.model.model_copy(update={"name": stored.name})
-
-    def _adopt(self, identity: ModelIdentity) -> None:
-        """The loaded model's identity: recorded when nothing is indexed yet, refused if not the index's."""
-        stored = self.stored_model()
-        if stored is None:
-            generations.record_active(self.catalog, identity)
-        elif stored != identity:
-            raise _mismatch(stored.describe(), identity.describe())
+        return self.models.stored()
 
     def embedder(self) -> Embedder:
         """The index's model, loaded once; refused if the index was built with another model."""
-        with self._init_lock:  # request threads and the daemon thread of `serve` share this Library
-            return self._load_embedder()
-
-    def _load_embedder(self) -> Embedder:
-        loaded, stored = self._embedder_instance, self.stored_model()
-        if loaded is None or (stored is not None and loaded.identity != stored):
-            self._check_model_name()
-            loaded = self._embedder_factory(self._active_model_config())
-            self._adopt(loaded.identity)
-            self._embedder_instance = loaded
-        return loaded
+        return self.models.embedder()
 
     def text_embedder(self) -> TextEmbedder:
-        """What encodes text queries, loaded once: the ONNX Runtime text tower when it covers the model, else the model.
-
-        Held to the same identity check as embedder(): a different model is refused, not searched. After a
-        reindex switched models (in this process or another), the next query loads the new one.
-        """
-        with self._text_lock:
-            loaded = self._text_instance
-            if loaded is None or (self.stored_model() not in (None, loaded.identity)):
-                loaded = self._text_instance = self._load_text_embedder()
-            return loaded
-
-    def _load_text_embedder(self) -> TextEmbedder:
-        self._check_model_name()
-        factory = self._text_encoder_factory
-        encoder = factory(self._active_model_config()) if factory else None
-        if encoder is None:
-            return self.embedder()
-        self._adopt(encoder.identity)
-        return encoder
+        """What encodes text queries, loaded once (models/loaded.py)."""
+        return self.models.text_embedder()
 
     def store(self) -> VectorStore:
         """The active collection: reopened when a reindex (here or in another process) switched to a new one."""
         with self._init_lock:
-            self._check_model_name()
+            self.models.check_name()
             active = generations.active(self.catalog) or self._first_generation()
             if self._store_instance is None or self._store_instance.name != active.collection:
                 self._store_instance = VectorStore.open(self._chroma, active.collection, active.model.to_dict())
             return self._store_instance
 
     def _first_generation(self) -> Generation:
-        self._load_embedder()  # records the model it loaded (_adopt)
+        self.models.embedder()  # records the model it loaded
         active = generations.active(self.catalog)
         assert active is not None
         return active
@@ -281,7 +188,7 @@ class Library:
         roots = self.add_roots(paths) if paths else self.roots()
         if not roots:
             raise LibraryRootError("no library folders yet: run `photosearch index FOLDER` once to add one")
-        self._check_model_name()
+        self.models.check_name()
         try:
             with self._writer.turn("index"):
                 self._tidy()
@@ -334,15 +241,14 @@ class Library:
         wanted = target is not None and target.model.matches(self.config.model.name)
         if self.stored_model() is None or not (start or wanted):
             return None  # nothing indexed yet (an index run embeds it all), or no reindex to carry on
-        embedder = self._embedder_factory(self.config.model)
+        embedder = self.models.configured()
         job = rebuild.Rebuild.resume_or_start(self.catalog, self._chroma, embedder.identity)
         index = self.stores()
         with index.journal("reindexing"):
             report = Reindexer(index, job, lambda: embedder, self.roots(), self.config.index.max_image_pixels,
                                should_stop).run(progress)  # fmt: skip
         if report.complete:
-            with self._init_lock:
-                self._embedder_instance = embedder  # the index's model now; store() and the text encoder follow
+            self.models.switched_to(embedder)  # the index's model now; store() and the text encoder follow
         return report
 
     def cancel_reindex(self) -> Generation | None:
@@ -364,7 +270,7 @@ class Library:
     ) -> list[SearchResult]:
         roots = self.roots()
         scope = folder_scope(roots, folder)
-        if self._text_instance is None and self._store_instance is None and query.strip():
+        if not self.models.text_loaded and self._store_instance is None and query.strip():
             load_side_by_side(self.text_embedder, self.store)  # the first search of a process (query/warmup.py)
         return self._searcher(include_offline, roots).by_text(query, self._k(k), scope)
 
@@ -391,12 +297,19 @@ class Library:
         return self.embedder().embed_images([image_file(path, self.config.index.max_image_pixels)])[0], exclude
 
     def similar_to_image(
-        self, data: bytes, k: int | None = None, name: str = "upload", include_offline: bool = False
+        self,
+        data: bytes,
+        k: int | None = None,
+        name: str = "upload",
+        include_offline: bool = False,
+        folder: Path | None = None,
     ) -> list[SearchResult]:
         """Photos like an image given as bytes (an upload): decoded like any photo, EXIF orientation applied."""
+        roots = self.roots()
+        scope = folder_scope(roots, folder)
         image = image_bytes(data, name, self.config.index.max_image_pixels)
         vector = self.embedder().embed_images([image])[0]
-        return self._searcher(include_offline, self.roots()).by_vector(vector, self._k(k))
+        return self._searcher(include_offline, roots).by_vector(vector, self._k(k), scope)
 
     def photo(self, photo_id: int) -> PhotoRecord:
         return self.catalog.get(photo_id)
@@ -434,10 +347,9 @@ class Library:
     def failures(self) -> list[tuple[Path, str]]:
         return self.catalog.failures()
 
+    def status_report(self) -> dict[str, Any]:
+        """status() in its JSON form with the watch daemon's state: what `status --json` prints and GET /api/status
+        answers (the query interface's, query/api.py, which a server's RemoteLibrary gives too)."""
+        from photosearch.watching.daemon import daemon_state  # it imports this module
 
-def _mismatch(built_with: str, configured: str) -> ModelMismatchError:
-    return ModelMismatchError(
-        f"the index was built with {built_with} but the configuration names {configured}: "
-        "run `photosearch reindex` to rebuild every vector with the configured model "
-        "(or set model.name back)"
-    )
+        return self.status().to_dict() | {"daemon": daemon_state(self)}

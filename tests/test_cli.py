@@ -175,3 +175,16 @@ def test_sigkill_in_the_middle_of_a_run_converges(tmp_path, tiny_model_dir, env)
         status = library.status()
         assert (status.pending, status.failed) == (0, 0)
         assert len({r.path for r in library.catalog.records(ids).values()}) == total
+
+
+def test_status_shows_a_reindex_in_progress(tmp_path, tiny_model_dir, capsys):
+    """The status's optional "reindex" entry (a rebuild under way) is one line of the human output."""
+    from photosearch.cli_status import show_status
+
+    with Library.open(make_config(tmp_path / "data", tiny_model_dir), embedder_factory=Counted()) as library:
+        data = library.status_report()
+    for entry in (None, {"model": "openai/clip-vit-base-patch32", "done": 120, "total": 500}):
+        show_status(data | {"reindex": entry}, None, as_json=False)
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("reindex")]
+        expected = "reindex   to openai/clip-vit-base-patch32: 120/500 photos (search uses the current model until it "
+        assert lines == ([] if entry is None else [expected + "completes)"])

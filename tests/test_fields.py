@@ -81,11 +81,20 @@ def test_a_search_result_shows_the_facts_marked_for_results():
     assert data["taken_at"] == SAMPLE.taken_at.isoformat()
 
 
+def test_a_search_result_comes_back_from_its_json_form_as_a_server_sends_it():
+    """What a running server sends becomes a SearchResult again (serving/remote.py) that prints the same JSON."""
+    result = SearchResult(rank=2, id=7, path=Path("/lib/caf\udce9.jpg"), score=0.25, folder="x", facts=SAMPLE)
+    sent = json.loads(json.dumps(result.to_dict() | {"thumbnail_url": "/api/photos/7/thumbnail"}))
+    again = SearchResult.from_dict(sent)
+    assert again.to_dict() == result.to_dict() and again.facts.taken_at == SAMPLE.taken_at
+    assert again.facts.gps_lat is None  # a fact not in results is not known from them
+
+
 def test_the_cli_prints_the_json_keys_the_readme_lists(capsys):
     from photosearch.cli import _print_results
 
     result = SearchResult(rank=1, id=7, path=Path("/lib/a.jpg"), score=0.25, folder="", facts=SAMPLE)
-    _print_results([result.to_dict()], as_json=True)
+    _print_results([result], as_json=True)
     printed = json.loads(capsys.readouterr().out)
     assert list(printed) == list(RESULT_KEYS) == readme_json_keys("search")
     assert printed == result.to_dict()  # every value as the result's JSON form has it

@@ -12,6 +12,7 @@ from PIL import Image
 from photosearch.config import Config
 from photosearch.errors import ConfigError
 from photosearch.library import Library
+from photosearch.pathtext import to_text
 from photosearch.serving.httpapi import create_app
 from photosearch.serving.serve import check_binding
 from photosearch.serving.webguard import CSRF_HEADER
@@ -200,3 +201,23 @@ def test_binding_beyond_loopback_needs_a_token(built):
         check_binding(config, "0.0.0.0")
     with_token = config.model_copy(update={"server": config.server.model_copy(update={"token": TOKEN})})
     check_binding(with_token, "0.0.0.0")
+
+
+def test_similar_and_image_search_keep_to_a_folder(client, library, built):
+    """The folder parameter of the two example searches, in the wire form /api/search takes (pathtext.to_text)."""
+    _, root, _ = built
+    photo_id = _id(library, root / "a" / "p0.jpg")
+    in_b = {"k": 20, "folder": to_text(root / "b")}
+    similar = client.get(f"/api/photos/{photo_id}/similar", params=in_b).json()["results"]
+    assert {r["folder"] for r in similar} == {"b"} and len(similar) == 5
+    data = (root / "a" / "p1.jpg").read_bytes()
+    by_image = client.post("/api/search/image", params=in_b, files={"file": ("q.jpg", data, "image/jpeg")}).json()
+    assert {r["folder"] for r in by_image["results"]} == {"b"} and len(by_image["results"]) == 5
+    for folder in ("/etc", "\x00"):  # outside every library folder; not a path at all
+        assert client.get(f"/api/photos/{photo_id}/similar", params={"folder": folder}).status_code == 422
+        files = {"file": ("q.jpg", data, "image/jpeg")}
+        assert client.post("/api/search/image", params={"folder": folder}, files=files).status_code == 422
+
+
+def test_failures_list_the_files_that_failed(client):
+    assert client.get("/api/failures").json() == {"failures": []}  # this library has none (test_serve.py has one)

@@ -22,7 +22,7 @@ PACKAGE = Path(photosearch.__file__).resolve().parent
 STORE_LIBRARIES = frozenset({"sqlalchemy", "sqlite3", "chromadb"})
 STORES = "stores"
 MIGRATIONS = "_migrations"  # Alembic's scripts, when installed inside the package
-ADAPTERS = ("cli.py", "cli_roots.py", "serving/", "watching/")
+ADAPTERS = ("cli.py", "cli_roots.py", "cli_status.py", "serving/", "watching/")
 # The model's identity is recorded in catalog meta by library.py's model methods, being rewritten elsewhere.
 RAW_META_ALLOWED = frozenset({"library.py"})
 

@@ -161,3 +161,60 @@ def test_the_cli_asks_the_server_for_its_own_configured_default_k(served, env, t
     assert len(_run([*base, "similar", str(root / "p3.jpg"), "--json"], three).stdout.splitlines()) == 3
     outside = make_photo(tmp_path / "elsewhere.jpg", seed=5)  # an upload: POST /api/search/image
     assert len(_run([*base, "similar", str(outside), "--json"], three).stdout.splitlines()) == 3
+
+
+def test_folder_scoped_queries_and_the_default_k_answer_alike_through_the_server_and_the_library(served, env, tmp_path):
+    """--folder goes through the server too (no falling back to the library), with the CLI's own search.default_k
+    (its one configuration): the server gives what the library gives once the server has stopped. Failures too."""
+    base, root, proc, port = served
+    sub = root / "sub"
+    for i in range(4):
+        make_photo(sub / f"s{i}.jpg", seed=20 + i)
+    (sub / "broken.jpg").write_bytes(b"not a photo")
+    deadline = time.monotonic() + 60
+    while True:
+        status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status").read())
+        if (status["indexed"], status["failed"]) == (12, 1):  # the daemon has them
+            break
+        assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+        time.sleep(0.2)
+    outside = make_photo(tmp_path / "elsewhere.jpg", seed=21)  # the picture of sub/s1.jpg, outside the library
+    two = {**env, "PHOTOSEARCH_SEARCH_DEFAULT_K": "2"}  # the CLI's configuration; the server runs with 10
+    commands = [
+        (["similar", root / "p3.jpg", "--folder", sub, "-k", "10"], env),  # an indexed photo outside the folder
+        (["similar", sub / "s0.jpg", "--folder", sub], env),  # inside it: itself left out
+        (["similar", outside, "--folder", sub], env),  # an upload
+        (["similar", root / "p3.jpg", "--folder", sub], two),
+        (["similar", outside, "--folder", sub], two),
+        (["search", "a cat", "--folder", sub], two),
+    ]
+
+    def answers() -> tuple[list[list[dict]], list[set[str]]]:
+        hits, imported = [], []
+        for args, run_env in commands:
+            result = _run([sys.executable, "-X", "importtime", *base[1:], *map(str, args), "--json"], run_env)
+            hits.append([json.loads(line) for line in result.stdout.splitlines()])
+            imported.append({line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line})
+        return hits, imported
+
+    def failures() -> list[dict]:
+        return json.loads(_run([*base, "status", "--failed", "--json"], env).stdout)["failures"]
+
+    through_server, imported = answers()
+    assert not any({"torch", "chromadb"} & modules for modules in imported)  # the server answered every one
+    assert [len(hits) for hits in through_server] == [4, 3, 4, 2, 2, 2]
+    assert all(hit["path"].startswith(str(sub)) for hits in through_server for hit in hits)
+    assert through_server[2][0]["path"] == str(sub / "s1.jpg")
+    served_failures = failures()
+    assert [f["path"] for f in served_failures] == [str(sub / "broken.jpg")]
+    assert served_failures[0]["reason"].startswith("not an image")
+    assert f"{sub / 'broken.jpg'}: not an image" in _run([*base, "status", "--failed"], env).stdout
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    through_library, imported = answers()
+    assert all("chromadb" in modules for modules in imported)  # the library answered
+    for remote, local in zip(through_server, through_library, strict=True):
+        assert [{**hit, "score": None} for hit in remote] == [{**hit, "score": None} for hit in local]
+        assert [hit["score"] for hit in remote] == pytest.approx([hit["score"] for hit in local], abs=1e-4)
+    assert failures() == served_failures

@@ -53,6 +53,7 @@ K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results (default:
 OFFSET = Annotated[int, Query(ge=0, le=MAX_K - 1, description="Results to skip (paging)")]
 PhotoId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="Catalog id of a photo")]  # SQLite's range
 OFFLINE = Annotated[bool, Query(description="Also photos of missing (unmounted, moved) library folders")]
+FOLDER = Annotated[str | None, Query(description="Only photos under this folder (a path in its stored form)")]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -109,6 +110,11 @@ class Results(BaseModel):
     more: bool  # another page may follow
 
 
+def _folder(folder: str | None) -> Path | None:
+    """A folder parameter: paths travel in their stored form (pathtext.py)."""
+    return Path(from_text(folder)) if folder else None
+
+
 def _page(results: list[SearchResult], offset: int, k: int) -> Results:
     page = results[offset : offset + k]
     items = [Result.model_validate(r.to_dict() | _urls(r.id)) for r in page]
@@ -130,13 +136,9 @@ def _error(status: int, kind: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": kind, "detail": detail}, status_code=status)
 
 
-def create_app(
-    library: Library,
-    status_extra: Callable[[], dict[str, Any]] | None = None,
-    reindex: Callable[[], None] | None = None,
-) -> FastAPI:
-    """The app for one library. ``status_extra`` adds the daemon's state to /api/status; ``reindex`` starts
-    a rebuild of every vector in the background (the daemon's, when it runs)."""
+def create_app(library: Library, reindex: Callable[[], None] | None = None) -> FastAPI:
+    """The app for one library. ``reindex`` starts a rebuild of every vector in the background (the daemon's, when
+    it runs)."""
     config = library.config
     app = FastAPI(title="photosearch", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json",
                   description=_API_RULES)  # fmt: skip
@@ -149,9 +151,9 @@ def create_app(
 
     @app.get("/api/search", response_model=Results, summary="Photos matching a text query")
     async def search(q: Annotated[str, Query(min_length=1, max_length=1000)], k: K = default_k, offset: OFFSET = 0,
-                     folder: str | None = None, include_offline: OFFLINE = False) -> Results:  # fmt: skip
-        where = Path(from_text(folder)) if folder else None  # paths travel in their stored form (pathtext.py)
-        results = await run_in_threadpool(library.search, q, min(MAX_K, offset + k + 1), where, include_offline)
+                     folder: FOLDER = None, include_offline: OFFLINE = False) -> Results:  # fmt: skip
+        wanted = min(MAX_K, offset + k + 1)
+        results = await run_in_threadpool(library.search, q, wanted, _folder(folder), include_offline)
         return _page(results, offset, k)
 
     @app.get("/api/photos/{photo_id}", response_model=PhotoDetails, summary="A photo's details")
@@ -159,23 +161,24 @@ def create_app(
         return _details(await run_in_threadpool(library.photo, photo_id))
 
     @app.get("/api/photos/{photo_id}/similar", response_model=Results, summary="Photos like an indexed photo")
-    async def similar(photo_id: PhotoId, k: K = default_k, offset: OFFSET = 0,
+    async def similar(photo_id: PhotoId, k: K = default_k, offset: OFFSET = 0, folder: FOLDER = None,
                       include_offline: OFFLINE = False) -> Results:  # fmt: skip
         record = await run_in_threadpool(library.photo, photo_id)
         wanted = min(MAX_K, offset + k + 1)
-        results = await run_in_threadpool(library.similar, record.path, wanted, None, include_offline)
+        results = await run_in_threadpool(library.similar, record.path, wanted, _folder(folder), include_offline)
         return _page(results, offset, k)
 
     @app.post("/api/search/image", response_model=Results, summary="Photos like an uploaded image")
     async def search_image(file: Annotated[UploadFile, File()], k: K = default_k, offset: OFFSET = 0,
-                           include_offline: OFFLINE = False) -> Results:  # fmt: skip
+                           folder: FOLDER = None, include_offline: OFFLINE = False) -> Results:  # fmt: skip
         limit = config.server.max_upload_bytes
         data = await file.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"upload larger than {limit} bytes (server.max_upload_bytes)")
         wanted = min(MAX_K, offset + k + 1)
         name = file.filename or "upload"
-        results = await run_in_threadpool(library.similar_to_image, data, wanted, name, include_offline)
+        where = _folder(folder)
+        results = await run_in_threadpool(library.similar_to_image, data, wanted, name, include_offline, where)
         return _page(results, offset, k)
 
     @app.get("/api/photos/{photo_id}/thumbnail", summary="A JPEG thumbnail, upright", response_class=Response)
@@ -200,8 +203,12 @@ def create_app(
 
     @app.get("/api/status", summary="Counts, indexing progress and daemon state")
     async def status() -> dict[str, Any]:
-        info = await run_in_threadpool(library.status)
-        return info.to_dict() | (await run_in_threadpool(status_extra) if status_extra else {})
+        return await run_in_threadpool(library.status_report)
+
+    @app.get("/api/failures", summary="The files that failed to index, with the reasons")
+    async def failures() -> dict[str, list[dict[str, str]]]:
+        rows = await run_in_threadpool(library.failures)
+        return {"failures": [{"path": display(path), "reason": display(reason)} for path, reason in rows]}
 
     @app.get("/api/lookup", summary="The catalog id of a path (compared with the catalog, never opened)")
     async def lookup(

@@ -60,7 +60,7 @@ def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
     import uvicorn
 
     from photosearch.serving.httpapi import create_app
-    from photosearch.watching.daemon import Daemon, daemon_state
+    from photosearch.watching.daemon import Daemon
 
     check_binding(config, host)
     # The app's Host rule (webguard.py) must know the address really bound, which --host may have changed.
@@ -90,7 +90,7 @@ def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
             else:
                 threading.Thread(target=_logged, args=(library.reindex,), name="reindex", daemon=True).start()
 
-        app = create_app(library, status_extra=lambda: {"daemon": daemon_state(library)}, reindex=reindex)
+        app = create_app(library, reindex=reindex)
         app.router.lifespan_context = lifespan
         server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
         with _discovery_file(config, host, port):
