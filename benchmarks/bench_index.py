@@ -132,7 +132,7 @@ def stored_vectors(args: argparse.Namespace, model: Path, data_dir: Path, paths:
     config = Config.model_validate({"data_dir": str(data_dir), "model": model_config(args, model)})
     with Library.open(config) as library:
         ids = [library.catalog.by_path(path).id for path in paths]  # type: ignore[union-attr]
-        vectors = library.store().vectors(ids)
+        vectors = library.stores().photo_vectors(ids)
         return np.stack([vectors[i] for i in ids])
 
 

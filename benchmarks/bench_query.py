@@ -40,7 +40,7 @@ import numpy as np
 from machine import cpu_model, save_random_clip  # benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATOR_VERSION = 3  # bump when the generated index changes (3: a mounted root), so cached ones are rebuilt
+GENERATOR_VERSION = 4  # bump when the generated index changes (4: content keys), so cached ones are rebuilt
 
 SUBJECTS = ["a dog", "two cats", "a child", "an old man", "a red car", "a bicycle", "a birthday cake", "a sailboat",
             "my grandmother", "a horse", "fireworks", "a snowman", "a wedding couple", "a tent", "a lighthouse",
@@ -139,16 +139,21 @@ def make_vectors(n: int, text_vectors: np.ndarray, extra_queries: int, seed: int
     return vectors, of, np.concatenate([text_vectors, synthetic]).astype(np.float32)
 
 
+def content_key(photo_id: int) -> str:
+    """The synthetic photo's content hash (the vector store's key): its id in hex, as long as a blake2b digest."""
+    return f"{photo_id:032x}"
+
+
 def build_index(folder: Path, model: Path, vectors: np.ndarray, of: np.ndarray) -> None:
     """Catalog rows (status indexed) and Chroma vectors, written through photosearch's own stores."""
     from sqlalchemy import insert
 
     from photosearch.config import ModelConfig
-    from photosearch.library import MODEL_KEY
     from photosearch.models.textencoder import load_text_encoder
+    from photosearch.stores import generations
     from photosearch.stores.catalog import Catalog
     from photosearch.stores.schema import Photo, PhotoStatus
-    from photosearch.stores.vectors import VectorStore, folder_metadata
+    from photosearch.stores.vectors import ChromaDir, VectorStore
 
     encoder = load_text_encoder(ModelConfig(name=str(model)))
     assert encoder is not None
@@ -160,13 +165,13 @@ def build_index(folder: Path, model: Path, vectors: np.ndarray, of: np.ndarray) 
     (folder / "photos" / "MOUNTED").touch()
     catalog = Catalog.open(folder / "catalog.sqlite3")
     root = catalog.add_root(folder / "photos")
-    catalog.set_meta({MODEL_KEY: identity.to_json()})
-    store = VectorStore.open(folder / "chroma", identity.key(), identity.to_dict())
+    generation = generations.record_active(catalog, identity)
+    store = VectorStore.open(ChromaDir(folder / "chroma"), generation.collection, identity.to_dict())
     start, now = datetime(2012, 1, 1), datetime.now().replace(microsecond=0)
     step = 5000
     for first in range(0, len(vectors), step):
         ids = list(range(first + 1, min(first + step, len(vectors)) + 1))
-        rows, metas = [], []
+        rows = []
         for photo_id in ids:
             event = int(of[photo_id - 1])
             taken = start + timedelta(days=event % 4000, seconds=photo_id % 86400)
@@ -174,12 +179,12 @@ def build_index(folder: Path, model: Path, vectors: np.ndarray, of: np.ndarray) 
             path = f"{root.path}/{folder_name}/IMG_{photo_id:07d}.jpg"
             rows.append({"id": photo_id, "root_id": root.id, "path": path, "folder": folder_name,
                          "size": 2_000_000 + photo_id, "mtime_ns": photo_id, "status": PhotoStatus.INDEXED,
+                         "content_hash": content_key(photo_id),
                          "width": 4032, "height": 3024, "format": "JPEG", "taken_at": taken, "camera_make": "Apple",
                          "camera_model": "iPhone 12", "indexed_at": now, "updated_at": now})  # fmt: skip
-            metas.append(folder_metadata(root.id, folder_name) | {"taken_at": int(taken.timestamp())})
         with catalog.session() as s, s.begin():
             s.execute(insert(Photo), rows)
-        store.upsert(ids, vectors[ids[0] - 1 : ids[-1]], metas)
+        store.upsert([content_key(i) for i in ids], vectors[ids[0] - 1 : ids[-1]])
         print(f"\r  indexed {ids[-1]:,} / {len(vectors):,}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     assert store.count() == len(vectors)
@@ -230,7 +235,7 @@ def warm_latency(index: Path, model: Path, texts: list[str]) -> dict[str, float]
             t2 = time.perf_counter()
             hits = store.query(vector, 10)
             t3 = time.perf_counter()
-            library.catalog.records(h.photo_id for h in hits)
+            library.catalog.indexed_by_hash([h.key for h in hits])
             t4 = time.perf_counter()
             for name, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 parts[name].append(seconds * 1000)
@@ -252,7 +257,7 @@ def recall_at_10(index: Path, model: Path, vectors: np.ndarray, queries: np.ndar
             scores = batch @ vectors.T
             exact = np.argpartition(-scores, 10, axis=1)[:, :10] + 1  # photo ids are row + 1
             for query, truth in zip(batch, exact, strict=True):
-                found += len({h.photo_id for h in store.query(query, 10)} & set(truth.tolist()))
+                found += len({int(h.key, 16) for h in store.query(query, 10)} & set(truth.tolist()))
     return found / (10 * len(queries))
 
 

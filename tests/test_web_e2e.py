@@ -286,6 +286,13 @@ def test_indexing_progress_and_token_form(server, browser, shots):
     page.wait_for_function("document.getElementById('status').textContent.includes('waiting')")
     assert page.inner_text("#status") == "12,345 photos · indexing 120 waiting · 3 failed"
     page.screenshot(path=str(shots / "phone-indexing.png"))
+    target = {"model": "openai/clip-vit-large-patch14 @ 32bd642 (768-d)", "done": 4000, "total": 12000}
+    reindexing = {**busy, "pending": 0, "daemon": {"running": True, "queue": 0}, "reindex": target}
+    page.route("**/api/status", lambda route: route.fulfill(json=reindexing))
+    page.reload()
+    page.wait_for_function("document.getElementById('status').textContent.includes('reindexing')")
+    assert page.inner_text("#status") == "12,345 photos · reindexing 4,000 of 12,000 · 3 failed"
+    assert "clip-vit-large-patch14" in page.get_attribute("#status", "title")
 
     denied = {"error": "Unauthorized", "detail": "this server needs its access token (server.token)"}
     page.route("**/api/**", lambda route: route.fulfill(status=401, json=denied))

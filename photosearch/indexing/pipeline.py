@@ -235,10 +235,10 @@ class Run:
         """Hand the moves, copies, touched and failed files gathered so far to the Index, a batch each."""
         writes, self.writes = self.writes, _Writes()
         self.index.move(writes.moves)
-        self.index.copy([(loc, source) for loc, source, _ in writes.copies])
-        for _, _, new in writes.copies:
+        copied = self.index.copy([(loc, source) for loc, source, _ in writes.copies])
+        for _, _, new in writes.copies[: len(copied)]:  # only a source gone meanwhile skips some (the next run)
             self._count_new_or_changed(new)
-        self.report.reused += len(writes.copies)
+        self.report.reused += len(copied)
         self.index.touch(writes.touched)
         self.index.fail(writes.failures)
 

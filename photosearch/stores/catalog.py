@@ -47,7 +47,7 @@ class FileState:
     mtime_ns: int
     content_hash: str | None
     status: str
-    folder: str = ""  # relative to its root: a move clears the metadata of the folders it left
+    folder: str = ""  # posix path of its parent, relative to its root
 
 
 @dataclass(frozen=True)
@@ -300,11 +300,6 @@ class Catalog(RootChanges, HashQueries):
         with self._session() as s, s.begin():
             for chunk in _chunks(ids):
                 s.execute(update(Photo).where(Photo.id.in_(chunk)).values(status=status, updated_at=_now()))
-
-    def reset_all_to_pending(self) -> None:
-        """For a reindex: every photo, failed ones included, is read and embedded again."""
-        with self._session() as s, s.begin():
-            s.execute(update(Photo).values(status=PhotoStatus.PENDING, error=None, updated_at=_now()))
 
     def delete(self, ids: Sequence[int]) -> None:
         with self._session() as s, s.begin():

@@ -18,7 +18,7 @@ from photosearch.pathtext import from_text, to_text
 
 class PhotoStatus(StrEnum):
     PENDING = "pending"  # known on disk, vector not written yet (the durable work queue)
-    INDEXED = "indexed"  # its vector is in Chroma under str(id)
+    INDEXED = "indexed"  # its vector is in Chroma under its content hash (shared by byte-identical files)
     FAILED = "failed"  # could not be read or decoded; ``error`` says why
 
 

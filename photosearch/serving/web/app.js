@@ -304,13 +304,18 @@ async function pollStatus() {
     const s = await api("/api/status");
     const daemon = s.daemon || {};
     const waiting = Math.max(daemon.queue || 0, s.pending || 0);
-    busy = waiting > 0;
+    const reindex = s.reindex; // a new index being built beside this one: search keeps using this one
+    busy = waiting > 0 || Boolean(reindex);
     const parts = [`${nf.format(s.indexed)} photos`];
-    if (busy) parts.push(`indexing ${nf.format(waiting)} waiting`);
-    else if (daemon.running) parts.push("watching");
+    if (reindex) parts.push(`reindexing ${nf.format(reindex.done)} of ${nf.format(reindex.total)}`);
+    if (waiting > 0) parts.push(`indexing ${nf.format(waiting)} waiting`);
+    else if (daemon.running && !reindex) parts.push("watching");
     if (s.failed) parts.push(`${nf.format(s.failed)} failed`);
     $("status").textContent = parts.join(" · ");
-    $("status").title = s.roots?.length ? `Library: ${s.roots.join(", ")}` : "No library folders yet";
+    const library = s.roots?.length ? `Library: ${s.roots.join(", ")}` : "No library folders yet";
+    $("status").title = reindex
+      ? `${library}\nReindexing with ${reindex.model}; search uses the current index until it completes`
+      : library;
     const missing = s.missing_roots?.length || 0;
     $("offline").hidden = !missing && !$("include-offline").checked;
     $("offline-label").textContent = `Include missing folders (${nf.format(missing)})`;

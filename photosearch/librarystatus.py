@@ -1,0 +1,44 @@
+"""What `photosearch status` reports about a library, in one dataclass and its JSON form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from photosearch.indexing.roots import MovedRoot
+from photosearch.pathtext import display
+from photosearch.stores.catalog import RootInfo
+
+
+@dataclass(frozen=True)
+class LibraryStatus:
+    roots: list[RootInfo]
+    missing_roots: list[Path]
+    indexed: int
+    pending: int
+    failed: int
+    model: str | None  # what the index was built with
+    configured_model: str
+    model_matches: bool  # the index was built with the configured model.name (or nothing is indexed yet)
+    data_dir: Path
+    catalog_bytes: int
+    vectors_bytes: int
+    moved_roots: list[MovedRoot] = field(default_factory=list)  # missing roots whose photos turned up elsewhere
+    reindex: tuple[str, int, int] | None = None  # a reindex under way: (its model, hashes done, hashes in all)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "roots": [display(r.path) for r in self.roots],
+            "missing_roots": [display(p) for p in self.missing_roots],
+            "indexed": self.indexed,
+            "pending": self.pending,
+            "failed": self.failed,
+            "model": self.model,
+            "configured_model": self.configured_model,
+            "model_matches": self.model_matches,
+            "data_dir": str(self.data_dir),
+            "catalog_bytes": self.catalog_bytes,
+            "vectors_bytes": self.vectors_bytes,
+            "moved_roots": [m.to_dict() for m in self.moved_roots],
+            "reindex": self.reindex and dict(zip(("model", "done", "total"), self.reindex, strict=True)),
+        }
