@@ -78,8 +78,10 @@ class LoadedModels:
             return loaded
 
     def configured(self) -> Embedder:
-        """The configured model, freshly loaded (a reindex's: its weights may differ from the loaded one's)."""
-        return self._embedder_factory(self._config)
+        """The configured model, freshly loaded (a reindex's: its weights may differ from the loaded one's). Under
+        the same lock as embedder(): importing transformers in two threads at once fails ("cannot import name")."""
+        with self._lock:
+            return self._embedder_factory(self._config)
 
     def switched_to(self, embedder: Embedder) -> None:
         """A reindex made ``embedder``'s model the index's: keep it loaded rather than load it again."""

@@ -32,6 +32,9 @@ class DaemonRecord:
     def record_error(self, at: datetime, message: str) -> None:
         self._catalog.set_meta({ERROR_KEY: json.dumps({"at": at.isoformat(), "message": message})})
 
+    def clear_error(self) -> None:
+        self._catalog.set_meta({ERROR_KEY: None})
+
     def last_error(self) -> DaemonError | None:
         raw = self._catalog.get_meta(ERROR_KEY)
         if not raw:

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from photosearch.errors import PhotosearchError
+from photosearch.errors import ModelMismatchError, PhotosearchError
 from photosearch.indexing.indexer import IndexCancelled
 from photosearch.indexing.planner import Scope
 from photosearch.indexing.scanner import ScannedFile
@@ -56,6 +56,7 @@ class Daemon:
         self._intake_lock = threading.Lock()
         self._watcher: Watcher | None = None
         self._reindex_requested = threading.Event()
+        self._refused = False  # the configured model is not the index's: nothing is indexed until a reindex
         self._chunk = max(self.config.batch_size, CHUNK_BATCHES * library.config.model.batch_size)
 
     def request_reindex(self) -> None:
@@ -91,19 +92,31 @@ class Daemon:
                 next_root_check = time.monotonic() + IDLE_CHECK
             if self._reindex_requested.is_set():
                 self._reindex_requested.clear()
-                self._guard(lambda: self.library.reindex(should_stop=self.stop_event.is_set))
-            drained = self._guard(self._drain_if_ready)
+                self._reindex()
+            drained = False if self._refused else self._guard(self._drain_if_ready)
             if drained is True:
                 continue  # more may be due: the next chunk at once (events are flushed first, above)
             # After a failure, a pause: retrying a persistent error (a full disk) at once would spin and flood the log.
             self._wake.wait(timeout=IDLE_CHECK if drained is _FAILED else self._sleep_time())
             self._wake.clear()
 
+    def _reindex(self) -> None:
+        """A reindex asked for (POST /api/reindex): the answer to a model switch, so its refusal is cleared."""
+        if self._refused:
+            self._record.clear_error()
+        if self._guard(lambda: self.library.reindex(should_stop=self.stop_event.is_set)) is not _FAILED:
+            self._refused = False
+
     def _catch_up(self) -> None:
         """Index whatever changed while the daemon was not running."""
         if self.library.roots():
             started = time.time()
-            report = self.library.index(should_stop=self.stop_event.is_set, settle=self.config.settle)
+            try:
+                report = self.library.index(should_stop=self.stop_event.is_set, settle=self.config.settle)
+            except ModelMismatchError as exc:  # model.name changed: wait for a reindex, queueing what changes
+                self._refused = True
+                self._record_error(str(exc))
+                return
             self.queue.finish((), self._settled_at(report.deferred), first_seen=started)
             log.info(
                 "caught up: %d new, %d changed, %d removed, %d still being written",
