@@ -168,8 +168,13 @@ class ChromaDir:
 
     def size_bytes(self) -> int:
         """The size on disk of the vector store (0 if there is none yet), without opening it."""
-        found = self.directory
-        return sum(p.stat().st_size for p in found.rglob("*") if p.is_file()) if found.is_dir() else 0
+        total = 0
+        for path in self.directory.rglob("*") if self.directory.is_dir() else ():
+            try:
+                total += path.stat().st_size if path.is_file() else 0
+            except FileNotFoundError:  # SQLite's -journal comes and goes with another process's every write
+                continue
+        return total
 
 
 class VectorStore:
