@@ -110,10 +110,6 @@ class HashQueries:
                     found.setdefault(row.content_hash, []).append(record_of(row))
         return found
 
-    def paths_by_hash(self, hashes: Sequence[str]) -> dict[str, list[Any]]:
-        """For a reindex: the indexed rows of each hash, whose files can give its pixels."""
-        return self.indexed_by_hash(hashes)
-
     def set_pending_with_hashes(self, hashes: Sequence[str]) -> None:
         """Indexed rows whose vector is missing go back to the work queue."""
         with self.session() as s, s.begin():

@@ -46,15 +46,17 @@ class Rebuild:
 
     def todo(self) -> dict[str, list[PhotoRecord]]:
         """The indexed hashes the new collection lacks, each with its indexed rows (whose files give its pixels)."""
-        missing = sorted(self.catalog.indexed_hashes() - self.store.all_keys())
-        return self.catalog.indexed_by_hash(missing)
+        return self.catalog.indexed_by_hash(self._missing())
+
+    def _missing(self) -> list[str]:
+        return sorted(self.catalog.indexed_hashes() - self.store.all_keys())
 
     def add(self, hashes: Sequence[str], vectors: np.ndarray) -> None:
         self.store.upsert(hashes, vectors)
 
     def finish(self) -> bool:
         """Switch to the new collection if it has every indexed hash; drop the old one after. Whether it did."""
-        if self.todo():
+        if self._missing():  # a hash indexed since the run began: the next reindex or index run goes on
             return False
         old = generations.active(self.catalog)
         generations.switch(self.catalog, self.generation)
