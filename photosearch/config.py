@@ -91,6 +91,45 @@ class SearchConfig(_Section):
         return value
 
 
+class StoreConfig(_Section):
+    """Where the catalog and the vectors live: by default both in data_dir, with no server to run; a library
+    shared by several machines names a PostgreSQL database and a Chroma server (README, "Scaling out")."""
+
+    catalog: str | None = None  # a SQLAlchemy URL (postgresql+psycopg://user:pass@host/db); None: data_dir's SQLite
+    vectors: str | None = None  # a Chroma server (http://host:8000); None: the embedded store in data_dir
+    tenant: str = "default_tenant"
+    database: str = "default_database"
+    headers: dict[str, str] = {}  # sent with every request to the Chroma server (a proxy's token)
+    worker: str | None = None  # this indexer's name in the shared work queue; None: host name and process id
+    lease: float = Field(default=300.0, ge=5, le=86_400)  # seconds a claim lasts unless renewed
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog_url(cls, value: str | None) -> str | None:
+        if value and "://" not in value:
+            raise PydanticCustomError(
+                "catalog_url", "must be a database URL such as postgresql+psycopg://user:password@host/db, "
+                "got {value!r}", {"value": value},
+            )  # fmt: skip
+        return value or None
+
+    @field_validator("vectors")
+    @classmethod
+    def _vectors_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise PydanticCustomError(
+                "vectors_url", "must be a Chroma server's URL such as http://host:8000, got {value!r}",
+                {"value": value},
+            )  # fmt: skip
+        return value or None
+
+    @property
+    def shared(self) -> bool:
+        """Whether both stores are servers, which several indexers on several machines share (claiming their work
+        in the catalog); with either one in the data directory, one process writes at a time (its lock file)."""
+        return self.catalog is not None and not self.catalog.startswith("sqlite") and self.vectors is not None
+
+
 class Config(_Section):
     data_dir: Path
     model: ModelConfig = ModelConfig()
@@ -98,10 +137,16 @@ class Config(_Section):
     watch: WatchConfig = WatchConfig()
     server: ServerConfig = ServerConfig()
     search: SearchConfig = SearchConfig()
+    store: StoreConfig = StoreConfig()
 
     @property
     def catalog_path(self) -> Path:
         return self.data_dir / "catalog.sqlite3"
+
+    @property
+    def catalog_url(self) -> str:
+        """The catalog's SQLAlchemy URL: store.catalog, or the SQLite file in the data directory."""
+        return self.store.catalog or f"sqlite:///{self.catalog_path}"
 
     @property
     def chroma_dir(self) -> Path:
@@ -147,6 +192,9 @@ def _env_value(raw: str, key_path: tuple[str, ...]) -> Any:
     """Environment values are strings; lists (exclude) are comma separated, the rest pydantic coerces."""
     if key_path in (("index", "exclude"), ("server", "cors_origins"), ("server", "allowed_hosts")):
         return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if key_path == ("store", "headers"):  # "Name: value" pairs, comma separated (a token has no comma)
+        pairs = (part.partition(":") for part in raw.split(",") if part.strip())
+        return {name.strip(): value.strip() for name, _, value in pairs}
     return raw
 
 
