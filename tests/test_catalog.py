@@ -104,7 +104,8 @@ def test_rows_meta_and_counts(tmp_path):
          "content_hash": f"h{i}", "status": PhotoStatus.PENDING}
         for i in range(3)
     ])  # fmt: skip
-    catalog.set_indexed(ids[:2])
+    # A row whose bytes changed meanwhile (another hash now) stays pending: its vector is not the one written.
+    assert catalog.set_indexed([(ids[0], "h0"), (ids[1], "h1"), (ids[2], "stale")]) == ids[:2]
     assert catalog.counts() == {"pending": 1, "indexed": 2, "failed": 0}
     assert catalog.indexed_with_hash("h1") == ids[1]
     assert catalog.indexed_with_hash("h2") is None  # pending rows have no vector to reuse

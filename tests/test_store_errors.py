@@ -353,7 +353,7 @@ def test_damaged_catalog_raises_typed_errors_on_every_path_then_recovers(tmp_pat
             "records": lambda: catalog.records([1, 2]),
             "file states": lambda: catalog.file_states(root_id),
             "upsert": lambda: catalog.upsert_files([row]),
-            "set indexed": lambda: catalog.set_indexed([1]),
+            "set indexed": lambda: catalog.set_indexed([(1, "h")]),
             "delete": lambda: catalog.delete([1]),
             "remove root": lambda: catalog.remove_root(root_id),
             "queue put": lambda: queue.put([(photos / "x.jpg", None, False)], debounce=0.0),

@@ -29,6 +29,7 @@ class Outcome:
     pixels: np.ndarray | None = None  # the model's input (embedder.prepare), ~150 KB; the decoded image is gone
     error: str | None = None  # could not be read or decoded
     vanished: bool = False  # deleted between the scan and the read
+    queued: bool = False  # needs the model, left to whichever worker claims it (shared stores, queue_only)
 
 
 def location(work: Work) -> Location:
@@ -36,10 +37,14 @@ def location(work: Work) -> Location:
     return Location(f.path, work.root.id, work.folder, f.size, f.mtime_ns)
 
 
-def examine(work: Work, reusable: Callable[[str], bool], embedder: Callable[[], Embedder], max_pixels: int) -> Outcome:
+def examine(
+    work: Work, reusable: Callable[[str], bool], embedder: Callable[[], Embedder], max_pixels: int, decode: bool = True
+) -> Outcome:
     """Read and hash a file; decode and prepare it only when no existing vector can be reused for its bytes.
 
-    All but the catalog lookup releases the GIL. The first photo to decode loads the model (once, locked)."""
+    All but the catalog lookup releases the GIL. The first photo to decode loads the model (once, locked). Without
+    ``decode`` a photo that needs the model is only hashed (``queued``): a shared library's scan leaves the
+    decoding to the worker that claims it."""
     try:
         data = work.file.path.read_bytes()
     except FileNotFoundError:
@@ -51,6 +56,8 @@ def examine(work: Work, reusable: Callable[[str], bool], embedder: Callable[[], 
         return Outcome(work, digest)  # touched, same bytes: keep the vector
     if reusable(digest):
         return Outcome(work, digest)  # a move or a duplicate: the model is not needed
+    if not decode:
+        return Outcome(work, digest, queued=True)
     model = embedder()
     try:
         # JPEGs decode at the reduced DCT scale that keeps the shorter side >= 1.5x the model's input side

@@ -35,6 +35,7 @@ class IndexReport:
     failed: int = 0
     embedded: int = 0  # images that went through the model
     reused: int = 0  # files whose vector was copied from byte-identical content (duplicates)
+    queued: int = 0  # shared stores: new or changed photos queued for whichever worker claims them
     missing_roots: list[Path] = field(default_factory=list)
     moved_roots: list[MovedRoot] = field(default_factory=list)  # missing roots whose photos turned up elsewhere
     reconciled: bool = False
@@ -55,6 +56,7 @@ class IndexReport:
         return (
             f"new={self.new}, changed={self.changed}, unchanged={self.unchanged}, moved={self.moved}, "
             f"removed={self.removed}, failed={self.failed}, embedded={self.embedded}, reused={self.reused}, "
+            f"queued={self.queued}, "
             f"deferred={len(self.deferred)}, missing_roots={len(self.missing_roots)}, reconciled={self.reconciled}, "
             f"seconds={self.seconds:.2f}"
         )

@@ -286,15 +286,20 @@ class Catalog(RootChanges, HashQueries):
                     ids.update((path, photo_id) for path, photo_id in s.execute(upsert, list(chunk)))
         return [ids[str(row["path"])] for row in rows]
 
-    def set_indexed(self, ids: Sequence[int]) -> None:
+    def set_indexed(self, rows: Sequence[tuple[int, str]]) -> list[int]:
+        """Set (id, content hash) rows indexed, those that still hold that hash: a row re-queued with new bytes
+        meanwhile (another worker's scan) stays pending, for its new vector. The ids set."""
         now = _now()
+        done = {"status": PhotoStatus.INDEXED, "error": None, "indexed_at": now, "updated_at": now,
+                "claimed_by": None, "claimed_until": None}  # fmt: skip
+        stmt = (update(Photo).where(Photo.id == bindparam("pid"), Photo.content_hash == bindparam("digest"))
+                .values(done))  # fmt: skip
         with self._session() as s, s.begin():
-            for chunk in _chunks(ids):
-                s.execute(
-                    update(Photo)
-                    .where(Photo.id.in_(chunk))
-                    .values(status=PhotoStatus.INDEXED, error=None, indexed_at=now, updated_at=now)
-                )
+            s.connection().execute(stmt, [{"pid": i, "digest": h} for i, h in rows])
+            if not rows:
+                return []
+            query = select(Photo.id).where(Photo.status == PhotoStatus.INDEXED)
+            return [i for chunk in _chunks([i for i, _ in rows]) for i in s.scalars(query.where(Photo.id.in_(chunk)))]
 
     def set_status(self, ids: Sequence[int], status: PhotoStatus) -> None:
         with self._session() as s, s.begin():
@@ -339,7 +344,7 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 # The newest migration's revision. A catalog already there is opened without importing Alembic (~0.2 s of a cold
 # `photosearch search`); tests hold this to Alembic's own head, so a new migration cannot forget it.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 
 
 def _migrate(engine: Engine, path: Path) -> None:

@@ -20,6 +20,7 @@ from photosearch.stores.schema import OsText, Photo, PhotoStatus
 
 _CHUNK = 500  # stays under SQLite's bound-parameter limit in IN (...) lists
 _INDEXED = Photo.status == PhotoStatus.INDEXED
+_IN_USE = Photo.status.in_([PhotoStatus.INDEXED, PhotoStatus.PENDING])  # a vector is wanted, or being written
 
 
 @dataclass(frozen=True)
@@ -81,18 +82,20 @@ class HashQueries:
     def hashes_of(self, ids: Sequence[int]) -> set[str]:
         return self._hashes(lambda part: select(Photo.content_hash).where(Photo.id.in_(part)), ids)
 
-    def indexed_hashes_at(self, paths: Sequence[str]) -> set[str]:
-        """The hashes of the indexed rows at these paths (their vectors may lose their last row)."""
-        return self._hashes(lambda part: select(Photo.content_hash).where(_INDEXED, Photo.path.in_(part)), paths)
+    def hashes_in_use_at(self, paths: Sequence[str]) -> set[str]:
+        """The hashes of the indexed or pending rows at these paths (their vectors may lose their last row)."""
+        return self._hashes(lambda part: select(Photo.content_hash).where(_IN_USE, Photo.path.in_(part)), paths)
 
     def _hashes(self, query: Any, keys: Sequence[Any]) -> set[str]:
         with self.session() as s:
             return {h for part in _chunks(list(keys)) for h in s.scalars(query(part)) if h}
 
     def orphan_hashes(self, hashes: Iterable[str]) -> list[str]:
-        """Of these hashes, those no indexed row has any more: their vectors can go."""
+        """Of these hashes, those no indexed or pending row has any more: their vectors can go. A pending row's
+        vector may be in flight: a worker writes it, then sets the row indexed (stores/index.py), and deleting it
+        in between would leave an indexed row without its vector."""
         wanted = sorted(set(hashes))
-        kept = self._hashes(lambda part: select(Photo.content_hash).where(_INDEXED, Photo.content_hash.in_(part)),
+        kept = self._hashes(lambda part: select(Photo.content_hash).where(_IN_USE, Photo.content_hash.in_(part)),
                             wanted)  # fmt: skip
         return [h for h in wanted if h not in kept]
 
@@ -109,6 +112,12 @@ class HashQueries:
                 for row in s.connection().execute(query.order_by(Photo.id)):
                     found.setdefault(row.content_hash, []).append(record_of(row))
         return found
+
+    def pending_hashes(self) -> set[str]:
+        """Every hash of a pending row (queued work whose vector may be being written)."""
+        with self.session() as s:
+            query = select(Photo.content_hash).where(Photo.status == PhotoStatus.PENDING).distinct()
+            return {h for h in s.scalars(query) if h}
 
     def set_pending_with_hashes(self, hashes: Sequence[str]) -> None:
         """Indexed rows whose vector is missing go back to the work queue."""

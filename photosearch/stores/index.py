@@ -110,15 +110,26 @@ class Index:
         """Rows pending -> ``embed()`` (one vector per photo, in order) -> vectors -> rows indexed."""
         if not photos:
             return []
-        replaced = self.catalog.indexed_hashes_at([str(p.location.path) for p in photos])  # edited files' old bytes
+        replaced = self.catalog.hashes_in_use_at([str(p.location.path) for p in photos])  # edited files' old bytes
         rows = [{**p.location.row(), **fact_values(p.facts), "content_hash": p.content_hash,
                  "status": PhotoStatus.PENDING, "error": None} for p in photos]  # fmt: skip
         ids = self.catalog.upsert_files(rows)
         by_hash = dict(zip((p.content_hash for p in photos), embed(), strict=True))  # twins in a batch: one vector
         self._vectors().upsert(list(by_hash), np.stack(list(by_hash.values())))
-        self.catalog.set_indexed(ids)
+        self.catalog.set_indexed(list(zip(ids, (p.content_hash for p in photos), strict=True)))
         self._drop_orphans(replaced)
         return ids
+
+    def enqueue(self, queued: Sequence[tuple[Location, str]]) -> None:
+        """(location, content hash) of new or changed photos that need the model: rows pending and unclaimed, for
+        any worker to claim (stores/claims.py); an edited file's old vector goes if no indexed row keeps it."""
+        if not queued:
+            return
+        replaced = self.catalog.hashes_in_use_at([str(loc.path) for loc, _ in queued])
+        rows = [{**loc.row(), "content_hash": digest, "status": PhotoStatus.PENDING, "error": None,
+                 "claimed_by": None, "claimed_until": None} for loc, digest in queued]  # fmt: skip
+        self.catalog.upsert_files(rows)
+        self._drop_orphans(replaced)
 
     def copy(self, copies: Sequence[tuple[Location, int]]) -> list[int]:
         """Byte-identical duplicates, (location, id of an indexed photo with the same bytes): each gets its own
@@ -129,7 +140,7 @@ class Index:
         usable = [(loc, records[src]) for loc, src in copies if src in records]
         if len(usable) < len(copies):  # only after a store was changed behind our back: the next run adds them
             log.warning("%d duplicates not copied: their source vanished meanwhile", len(copies) - len(usable))
-        replaced = self.catalog.indexed_hashes_at([str(loc.path) for loc, _ in usable])
+        replaced = self.catalog.hashes_in_use_at([str(loc.path) for loc, _ in usable])
         now = datetime.now().replace(microsecond=0)
         indexed = {"status": PhotoStatus.INDEXED, "error": None, "indexed_at": now}
         rows = [{**loc.row(), **fact_values(r), "content_hash": r.content_hash, **indexed} for loc, r in usable]
@@ -151,7 +162,7 @@ class Index:
             return
         rows = [{**loc.row(), "status": PhotoStatus.FAILED, "error": reason, "content_hash": digest}
                 for loc, digest, reason in failures]  # fmt: skip
-        had = self.catalog.indexed_hashes_at([row["path"] for row in rows])
+        had = self.catalog.hashes_in_use_at([row["path"] for row in rows])
         self.catalog.upsert_files(rows)
         self._drop_orphans(had)  # a failed row must not keep a (now wrong) vector in search results
 

@@ -75,6 +75,8 @@ class Photo(Base):
     orientation: Mapped[int | None] = mapped_column(Integer)
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))  # the worker embedding this pending row (claims.py)
+    claimed_until: Mapped[float | None] = mapped_column(Float)  # epoch seconds, the catalog's clock
 
 
 class Meta(Base):
@@ -100,3 +102,13 @@ class QueueEntry(Base):
     is_dir: Mapped[bool] = mapped_column(Boolean)
     first_seen: Mapped[float] = mapped_column(Float)  # epoch seconds of the first event: bounds the wait
     due_at: Mapped[float] = mapped_column(Float, index=True)  # last event + debounce
+
+
+class Lease(Base):
+    """A named lock that expires unless renewed: one scanner per root, one row per running worker (claims.py)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)
