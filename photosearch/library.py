@@ -93,7 +93,7 @@ class Library:
         one, text queries use the ONNX Runtime text encoder (textencoder.py) when the model allows, so a search never
         imports torch; with one, text queries go through the given Embedder too.
         """
-        catalog = Catalog.open(config.catalog_path)
+        catalog = Catalog.open(config.catalog_url, config.data_dir)
         if embedder_factory is not None:
             return cls(config, catalog, embedder_factory)
         return cls(config, catalog, load_embedder, load_text_encoder)
