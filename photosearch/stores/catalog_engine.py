@@ -29,7 +29,7 @@ _MIGRATION_LOCK = 0x70686F74  # pg_advisory_xact_lock key: two processes opening
 
 # The newest migration's revision. A catalog already there is opened without importing Alembic (~0.2 s of a cold
 # `photosearch search`); tests hold this to Alembic's own head, so a new migration cannot forget it.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 
 NEEDS_PSYCOPG = "the PostgreSQL catalog needs psycopg: pip install 'photosearch[postgres]'"
 
