@@ -334,6 +334,7 @@ class Library:
             configured_model=recorded_name(self.config.model.name),
             model_matches=stored is None or stored.matches(self.config.model.name),
             data_dir=self.config.data_dir,
+            catalog=self.catalog.describe(),
             catalog_bytes=self.catalog.size_bytes(),
             vectors_bytes=self._chroma.size_bytes(),
             reindex=self._reindex_progress(),

@@ -161,5 +161,6 @@ def test_library_on_postgresql_indexes_and_reports_status(tmp_path, postgres_url
         status = library.status()
         assert (status.indexed, status.pending, status.failed) == (3, 0, 0)
         assert status.catalog_bytes > 0
+        assert status.to_dict()["catalog"] == library.catalog.describe() and PASSWORD not in status.catalog
         assert library.catalog.backend == "postgresql"
     assert not (tmp_path / "data" / "catalog.sqlite3").exists()
