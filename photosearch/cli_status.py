@@ -45,6 +45,8 @@ def print_status(info: dict[str, Any]) -> None:
     elif not info["model_matches"]:
         click.echo(f"          configured: {info['configured_model']} -> run `photosearch reindex`")
     click.echo(f"data      {info['data_dir']}")
+    if info.get("catalog"):
+        click.echo(f"catalog   {info['catalog']}")
     click.echo(f"size      catalog {_mb(info['catalog_bytes'])}, vectors {_mb(info['vectors_bytes'])}")
 
 

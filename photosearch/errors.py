@@ -35,7 +35,15 @@ class StoreError(PhotosearchError):
 
 
 class CatalogError(StoreError):
-    """The SQLite catalog cannot be opened or used."""
+    """The catalog (a SQLite file, or a PostgreSQL database) cannot be opened or used."""
+
+
+class CatalogUnavailableError(CatalogError):
+    """The PostgreSQL server holding the catalog cannot be reached, refuses the login, lacks the database, or went
+    away mid-run; the catalog is intact, and the same command succeeds once the cause is gone."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+    http_status = 503
 
 
 class CatalogTooNewError(CatalogError):

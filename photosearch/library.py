@@ -93,7 +93,7 @@ class Library:
         one, text queries use the ONNX Runtime text encoder (textencoder.py) when the model allows, so a search never
         imports torch; with one, text queries go through the given Embedder too.
         """
-        catalog = Catalog.open(config.catalog_path)
+        catalog = Catalog.open(config.catalog_url, config.data_dir)
         if embedder_factory is not None:
             return cls(config, catalog, embedder_factory)
         return cls(config, catalog, load_embedder, load_text_encoder)
@@ -334,6 +334,7 @@ class Library:
             configured_model=recorded_name(self.config.model.name),
             model_matches=stored is None or stored.matches(self.config.model.name),
             data_dir=self.config.data_dir,
+            catalog=self.catalog.describe(),
             catalog_bytes=self.catalog.size_bytes(),
             vectors_bytes=self._chroma.size_bytes(),
             reindex=self._reindex_progress(),

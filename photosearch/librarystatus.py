@@ -23,6 +23,7 @@ class LibraryStatus:
     data_dir: Path
     catalog_bytes: int
     vectors_bytes: int
+    catalog: str = ""  # where it is: the SQLite file, or the PostgreSQL URL without its password
     moved_roots: list[MovedRoot] = field(default_factory=list)  # missing roots whose photos turned up elsewhere
     reindex: tuple[str, int, int] | None = None  # a reindex under way: (its model, hashes done, hashes in all)
 
@@ -37,6 +38,7 @@ class LibraryStatus:
             "configured_model": self.configured_model,
             "model_matches": self.model_matches,
             "data_dir": str(self.data_dir),
+            "catalog": self.catalog,
             "catalog_bytes": self.catalog_bytes,
             "vectors_bytes": self.vectors_bytes,
             "moved_roots": [m.to_dict() for m in self.moved_roots],

@@ -73,6 +73,7 @@ def test_index_search_similar_status(ps, photos, tiny_model_dir, tmp_path):
     assert status["model"].startswith(str(tiny_model_dir.resolve()))
     assert status["roots"] == [str(photos)]
     assert status["catalog_bytes"] > 0 and status["vectors_bytes"] > 0
+    assert status["catalog"] == os.path.join(status["data_dir"], "catalog.sqlite3")
     failed = ps("status", "--failed").stdout
     assert f"{photos / 'broken.jpg'}: not an image" in failed
     text = ps("status").stdout

@@ -5,16 +5,16 @@ catalog's clock); a claim that is not renewed expires and the row can be claimed
 expiring locks: one scanner per root at a time (``scan:<root id>``), and one row per running worker (``run:<worker>``)
 whose expiry tells the others that it died and its half-written work must be checked.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

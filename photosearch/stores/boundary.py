@@ -10,6 +10,11 @@ What a failure means is read from the errno (OSError), SQLite's result code (sql
 wrapper) or, failing both, the words of the message: Chroma's Rust core passes SQLite's code on as "(code: 13)"
 and an OSError as "os error 28". Sometimes it passes nothing on ("Error in compaction: Failed to apply logs to
 the metadata segment"), so a failure on a file system with (almost) no space left is put down to that.
+
+A PostgreSQL catalog's failures are the server's, never the data directory's: they are read from the SQLSTATE
+psycopg gives (``sqlstate``, behind SQLAlchemy's wrapper) or, for a connection that never opened (psycopg gives
+no SQLSTATE then), from libpq's words, and become CatalogUnavailableError when the server is away, refuses the
+login or lacks the database (PG_FAULTS); the message names host:port and never the password.
 """
 
 from __future__ import annotations
@@ -26,7 +31,13 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from photosearch.errors import DataDirError, DataDirFullError, DataDirNotWritableError, StoreError
+from photosearch.errors import (
+    CatalogUnavailableError,
+    DataDirError,
+    DataDirFullError,
+    DataDirNotWritableError,
+    StoreError,
+)
 
 FULL_BELOW = 1 << 20  # bytes left on the data directory's file system under which a failure is put down to it
 SQLITE_PERM, SQLITE_READONLY, SQLITE_FULL = 3, 8, 13  # SQLite primary result codes (an extended code's low byte)
@@ -66,12 +77,95 @@ NOT_WRITABLE = Condition(
 CONDITIONS = (FULL, NOT_WRITABLE)
 
 
+@dataclass(frozen=True)
+class PgFault:
+    """A way a PostgreSQL catalog can be unavailable, and whether waiting may cure it (worth a reconnect)."""
+
+    sqlstates: tuple[str, ...]  # SQLSTATEs, or their two-character classes ("08": connection exceptions)
+    words: tuple[str, ...]  # lower case, in libpq's message of a connection that failed to open
+    transient: bool
+    advice: str  # formatted with server (host:port), reason and database
+
+    def message(self, server: str, reason: str, database: str) -> str:
+        return self.advice.format(server=server, reason=reason, database=database)
+
+
+REFUSED = PgFault(
+    (), ("connection refused", "no route to host", "network is unreachable", "timeout expired",
+         "could not translate host name", "no such file or directory"),
+    True, "cannot reach the catalog database at {server} ({reason}): is PostgreSQL running? check store.catalog",
+)  # fmt: skip
+BAD_LOGIN = PgFault(
+    ("28P01", "28000"), ("password authentication failed", "no pg_hba.conf entry", "role \"",
+                         "no password supplied"),
+    False, "the catalog database at {server} refused the login ({reason}): check the user and password in "
+    "store.catalog",
+)  # fmt: skip
+NO_DATABASE = PgFault(
+    ("3D000",), ("does not exist",), False,
+    "the catalog database {database} does not exist at {server}: create it (createdb {database}), or fix "
+    "store.catalog",
+)  # fmt: skip
+LOST = PgFault(
+    ("57P01", "57P02", "57P03", "08"),
+    ("server closed the connection", "terminating connection", "the database system is shutting down",
+     "the database system is starting up", "connection is lost", "the connection is closed", "consuming input failed"),
+    True, "lost the connection to the catalog database at {server} ({reason}): once PostgreSQL is back, run the "
+    "command again (nothing committed is lost)",
+)  # fmt: skip
+PG_FAULTS = (BAD_LOGIN, NO_DATABASE, LOST, REFUSED)  # by SQLSTATE first, then words, in this order
+_DATABASE_NAMED = re.compile(r'database "([^"]*)" does not exist')
+
+
+def _is_psycopg(exc: BaseException) -> bool:
+    # By module, not by class: psycopg is optional, and not imported at all for a SQLite catalog.
+    return type(exc).__module__.split(".")[0] == "psycopg"
+
+
+def pg_fault(exc: BaseException) -> PgFault | None:
+    """Which PG_FAULTS a psycopg exception (or SQLAlchemy's wrapper of one) shows, if any."""
+    chain = [e for e in _chain(exc) if _is_psycopg(e)]
+    for e in chain:
+        state = getattr(e, "sqlstate", None)
+        if isinstance(state, str):
+            for fault in PG_FAULTS:
+                if state in fault.sqlstates or state[:2] in fault.sqlstates:
+                    return fault
+            return None  # a SQLSTATE of another kind (a constraint, a permission): not unavailability
+    for e in chain:
+        if getattr(e, "sqlstate", None) is None:
+            text = str(e).lower()
+            for fault in PG_FAULTS:
+                if any(word in text for word in fault.words):
+                    return fault
+    return None
+
+
+def _pg_error(chain: list[BaseException], server: str) -> CatalogUnavailableError | None:
+    fault = pg_fault(chain[0])
+    if fault is None:
+        return None
+    text = next(str(e) for e in chain if _is_psycopg(e))
+    named = _DATABASE_NAMED.search(text)
+    return CatalogUnavailableError(fault.message(server, _pg_reason(text), named.group(1) if named else "?"))
+
+
+def _pg_reason(text: str) -> str:
+    """libpq's own words for why, without its "connection to server at ... failed:" preamble and "FATAL:"."""
+    line = text.strip().splitlines()[0] if text.strip() else "unknown"
+    line = line.rsplit(" failed: ", 1)[-1]
+    return re.sub(r"^(FATAL|ERROR):\s*", "", line).strip().rstrip(".").lower() or "unknown"
+
+
 def foreign_types() -> tuple[type[Exception], ...]:
     """The exception types of the stores' libraries; any of them raised inside the boundary is mapped.
 
     Chroma's are looked up only once chromadb is imported: a command that never opened the vector store cannot
     have met one, and importing chromadb costs a second."""
     types: list[type[Exception]] = [SQLAlchemyError, sqlite3.Error, OSError]
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        types.append(psycopg.Error)
     chroma = sys.modules.get("chromadb.errors")
     if chroma is not None:
         types.append(chroma.ChromaError)
@@ -79,21 +173,27 @@ def foreign_types() -> tuple[type[Exception], ...]:
 
 
 @contextmanager
-def store_errors(error: type[StoreError], data_dir: Path, failed: str) -> Iterator[None]:
+def store_errors(error: type[StoreError], data_dir: Path, failed: str, server: str | None = None) -> Iterator[None]:
     """Run store work; a foreign exception leaves it as a typed error, chained.
 
     ``error``: the store's own class (CatalogError, VectorStoreError), for failures that are not the data
-    directory's state; ``failed``: what could not be done, for those ("cannot open the catalog /x/catalog.sqlite3").
+    directory's state; ``failed``: what could not be done, for those ("cannot open the catalog /x/catalog.sqlite3");
+    ``server``: host:port of a PostgreSQL catalog, whose failures are the server's, not the data directory's.
     """
     try:
         yield
     except foreign_types() as exc:
-        raise typed_error(exc, error, data_dir, failed) from exc
+        raise typed_error(exc, error, data_dir, failed, server) from exc
 
 
-def typed_error(exc: BaseException, error: type[StoreError], data_dir: Path, failed: str) -> StoreError:
+def typed_error(
+    exc: BaseException, error: type[StoreError], data_dir: Path, failed: str, server: str | None = None
+) -> StoreError:
     """The typed error a foreign exception from a store becomes: one line, never the foreign library's type."""
     chain = list(_chain(exc))
+    if server is not None or any(_is_psycopg(e) for e in chain):
+        # Not the data directory's: PostgreSQL's "permission denied for table" is no read-only folder.
+        return _pg_error(chain, server or "?") or error(f"{failed}: {_one_line(exc)}")
     for condition in CONDITIONS:
         found = _recognise(condition, chain)
         if found is not None:

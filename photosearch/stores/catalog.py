@@ -1,8 +1,10 @@
-"""The SQLite catalog: library roots, one row per photo file, and facts about the index.
+"""The catalog: library roots, one row per photo file, and facts about the index, in a SQLite file in the data
+directory or in a PostgreSQL database (catalog_engine.py connects and migrates).
 
 Opening it applies the Alembic migrations (migrations/) and refuses a catalog written by a newer photosearch.
-Every method is one short transaction, so a CLI search can read while an indexer writes (WAL mode, a busy
-timeout instead of "database is locked"). Methods return plain dataclasses, never live ORM objects.
+Every method is one short transaction, so a CLI search can read while an indexer writes (WAL mode on SQLite, a
+busy timeout instead of "database is locked"), and a failure leaves nothing half-written. Methods return plain
+dataclasses, never live ORM objects.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, create_engine, delete, event, func, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Engine, Row, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from photosearch.errors import CatalogError, CatalogTooNewError, PhotoNotFoundError
+from photosearch.errors import CatalogError, PhotoNotFoundError
 from photosearch.facts import PhotoFacts, fact_values
 from photosearch.stores.boundary import store_errors
+from photosearch.stores.catalog_engine import RETRY_DELAYS, SCHEMA_HEAD, make_engine, migrate, migrations_dir, parse_url
 from photosearch.stores.catalog_hashes import HashQueries
 from photosearch.stores.catalog_roots import RootChanges
+from photosearch.stores.dialect import insert_for
 from photosearch.stores.schema import Meta, Photo, PhotoStatus, Root
 
-BUSY_TIMEOUT_MS = 30_000
+__all__ = ["SCHEMA_HEAD", "Catalog", "FileState", "PhotoRecord", "RootInfo", "migrations_dir", "record_of"]
+
 _CHUNK = 500  # stays under SQLite's bound-parameter limit in IN (...) lists
 
 
@@ -77,15 +81,6 @@ def record_of(row: Photo | Row[Any]) -> PhotoRecord:
     return PhotoRecord(**{name: getattr(row, name) for name in _RECORD_FIELDS} | {"path": Path(row.path)})
 
 
-def migrations_dir() -> Path:
-    """The Alembic script folder: inside the package when installed from a wheel, the repo's otherwise."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "_migrations", here.parent / "migrations"):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise CatalogError(f"photosearch is installed without its migrations (looked in {here})")
-
-
 def _by_keys(rows: Sequence[dict[str, Any]]) -> Iterator[tuple[tuple[str, ...], list[dict[str, Any]]]]:
     """Rows grouped by their set of keys: one executemany statement takes rows of one shape."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -104,36 +99,73 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 
 class Catalog(RootChanges, HashQueries):
-    def __init__(self, engine: Engine, path: Path) -> None:
+    def __init__(self, engine: Engine, data_dir: Path) -> None:
         self._engine = engine
-        self.path = path
+        self.data_dir = data_dir  # where a SQLite catalog lives, or (PostgreSQL) just the data directory
+        # The SQLite file; None on PostgreSQL. Its folder is where a disk-full or read-only failure is looked for.
+        self.path = Path(engine.url.database or "") if engine.dialect.name == "sqlite" else None
 
     @classmethod
-    def open(cls, path: Path) -> Catalog:
-        with store_errors(CatalogError, path.parent, f"cannot open the catalog {path}"):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-            event.listen(engine, "connect", _on_connect)
-            _migrate(engine, path)
-        return cls(engine, path)
+    def open(
+        cls, url: str | Path, data_dir: Path | None = None, *, retry_delays: Sequence[float] = RETRY_DELAYS
+    ) -> Catalog:
+        """Open (creating and migrating if needed) the catalog at ``url``: a SQLAlchemy URL (sqlite:///file or
+        postgresql+psycopg://user:password@host/db), or the Path of a SQLite file. ``data_dir``: the data
+        directory (default: the SQLite file's folder). ``retry_delays``: the waits between attempts to reach a
+        PostgreSQL server that refuses or is restarting."""
+        parsed = parse_url(f"sqlite:///{url}" if isinstance(url, Path) else url)
+        if parsed.get_backend_name() == "sqlite":
+            file = Path(parsed.database or "")
+            data_dir = data_dir or file.parent
+            with store_errors(CatalogError, data_dir, f"cannot open the catalog {file}"):
+                file.parent.mkdir(parents=True, exist_ok=True)
+        data_dir = data_dir or Path.cwd()
+        engine = make_engine(parsed, retry_delays)
+        catalog = cls(engine, data_dir)
+        try:
+            with catalog._errors(f"cannot open the catalog {catalog.describe()}"):
+                migrate(engine, catalog.describe())
+        except BaseException:
+            engine.dispose()
+            raise
+        return catalog
+
+    @property
+    def backend(self) -> str:
+        """The catalog database's kind: "sqlite" or "postgresql"."""
+        return self._engine.dialect.name
+
+    def describe(self) -> str:
+        """Where the catalog is, for `status` and error messages: the SQLite file, or the PostgreSQL URL without its
+        password."""
+        if self.path is not None:
+            return str(self.path)
+        return self._engine.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
         self._engine.dispose()
 
     def size_bytes(self) -> int:
-        """The catalog's size on disk: the database and SQLite's -wal and -shm files beside it."""
+        """The catalog's size on disk: the database and SQLite's -wal and -shm files beside it, or what PostgreSQL
+        says its database takes."""
+        if self.path is None:
+            with self._session() as s:
+                return int(s.scalar(text("SELECT pg_database_size(current_database())")) or 0)
         files = [self.path.with_name(self.path.name + suffix) for suffix in ("", "-wal", "-shm")]
         return sum(f.stat().st_size for f in files if f.is_file())
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A new session on the catalog database, for modules that own other tables in it (workqueue). Every
-        catalog method works in one: what SQLAlchemy or sqlite3 raise in it leaves as a typed error (boundary.py)."""
+        catalog method works in one: what SQLAlchemy, sqlite3 or psycopg raise in it leaves as a typed error
+        (boundary.py)."""
         with self._errors(), Session(self._engine, expire_on_commit=False) as session:
             yield session
 
-    def _errors(self) -> AbstractContextManager[None]:
-        return store_errors(CatalogError, self.path.parent, f"cannot read or write the catalog {self.path}")
+    def _errors(self, failed: str | None = None) -> AbstractContextManager[None]:
+        failed = failed or f"cannot read or write the catalog {self.describe()}"
+        server = None if self.path is not None else _server(self._engine)
+        return store_errors(CatalogError, self.data_dir, failed, server=server)
 
     _session = session
 
@@ -278,7 +310,7 @@ class Catalog(RootChanges, HashQueries):
         ids: dict[str, int] = {}
         with self._session() as s, s.begin():
             for keys, group in _by_keys([{**row, "updated_at": now} for row in rows]):
-                stmt = sqlite_insert(Photo)
+                stmt = insert_for(s, Photo)
                 upsert = stmt.on_conflict_do_update(
                     index_elements=[Photo.path], set_={key: stmt.excluded[key] for key in keys if key != "path"}
                 ).returning(Photo.path, Photo.id)
@@ -330,52 +362,8 @@ class Catalog(RootChanges, HashQueries):
                     row.value = value
 
 
-def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL: readers (searches) never block the writer (the indexer) and vice versa.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # NORMAL is durable across application crashes in WAL mode; only power loss can drop the last commits,
-    # and the run journal makes the next run converge anyway.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    cursor.close()
-
-
-# The newest migration's revision. A catalog already there is opened without importing Alembic (~0.2 s of a cold
-# `photosearch search`); tests hold this to Alembic's own head, so a new migration cannot forget it.
-SCHEMA_HEAD = "0003"
-
-
-def _migrate(engine: Engine, path: Path) -> None:
-    with engine.connect() as conn:
-        has_version = conn.exec_driver_sql(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
-        ).first()
-        current = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() if has_version else None
-    if current == SCHEMA_HEAD:
-        return
-    _migrate_with_alembic(engine, path)
-
-
-def _migrate_with_alembic(engine: Engine, path: Path) -> None:
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(migrations_dir()))
-    script = ScriptDirectory.from_config(cfg)
-    with engine.begin() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-        known = {rev.revision for rev in script.walk_revisions()}
-        if current is not None and current not in known:
-            raise CatalogTooNewError(
-                f"the catalog {path} was written by a newer photosearch (schema revision {current}); "
-                "upgrade photosearch, or point data_dir at another folder"
-            )
-        if current == script.get_current_head():
-            return
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+def _server(engine: Engine) -> str:
+    """host:port of a PostgreSQL catalog, for the messages of connection failures (a socket folder for a local one)."""
+    url = engine.url
+    host = url.host or str(url.query.get("host") or "localhost")
+    return host if host.startswith("/") else f"{host}:{url.port or 5432}"

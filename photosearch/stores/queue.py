@@ -2,8 +2,8 @@
 
 Events are debounced here: a path seen again only pushes its ``due_at`` back, so a file written in many
 chunks is one entry, processed once it has been quiet for the debounce time. A file found still being written
-goes back with the time it will have settled as its ``due_at``. Being in SQLite, the queue survives a crash;
-the daemon's catch-up scan at start covers anything that was never queued. Writes are one statement per batch
+goes back with the time it will have settled as its ``due_at``. Being in the catalog database, the queue survives
+a crash; the daemon's catch-up scan at start covers anything that was never queued. Writes are one statement per batch
 of paths (a copied folder queues thousands at once), and the daemon reads it a chunk at a time.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select
-from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
 from photosearch.stores.catalog import Catalog
+from photosearch.stores.dialect import greatest, insert_for
 from photosearch.stores.schema import QueueEntry
 
 
@@ -65,7 +65,7 @@ class WorkQueue:
         """When, without further events, a batch will be ready: ``batch_size`` entries due, or one entry due that
         was first seen ``batch_wait`` seconds before. None for an empty queue."""
         with self._catalog.session() as s:
-            soonest = func.min(func.max(QueueEntry.due_at, QueueEntry.first_seen + batch_wait))
+            soonest = func.min(greatest(s, QueueEntry.due_at, QueueEntry.first_seen + batch_wait))
             waited: float | None = s.scalar(select(soonest))
             nth_due = s.scalar(select(QueueEntry.due_at).order_by(QueueEntry.due_at).offset(batch_size - 1).limit(1))
         if waited is None or nth_due is None:
@@ -101,9 +101,9 @@ def _upsert(s: Session, rows: list[dict[str, Any]], push_back: bool) -> None:
     later of the two), and keeps being a folder or a move once it was one."""
     if not rows:
         return
-    stmt = insert(QueueEntry)
+    stmt = insert_for(s, QueueEntry)
     new = stmt.excluded
-    due_at = func.max(QueueEntry.due_at, new.due_at) if push_back else new.due_at
+    due_at = greatest(s, QueueEntry.due_at, new.due_at) if push_back else new.due_at
     merged = {"due_at": due_at, "is_dir": QueueEntry.is_dir | new.is_dir,
               "moved_from": func.coalesce(QueueEntry.moved_from, new.moved_from)}  # fmt: skip
     s.execute(stmt.on_conflict_do_update(index_elements=[QueueEntry.path], set_=merged), rows)

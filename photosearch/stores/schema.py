@@ -10,8 +10,20 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 from photosearch.pathtext import from_text, to_text
 
@@ -32,11 +44,20 @@ class OsText(TypeDecorator[str]):
     impl = Text
     cache_ok = True
 
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        # COLLATE "C" on PostgreSQL: text compares by code point there as in SQLite, so the prefix ranges on paths
+        # (Catalog.file_states: "a/" <= path < "a0") hold, and the path index serves them (migration 0003).
+        return Text(collation="C") if dialect.name == "postgresql" else Text()
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
         return None if value is None else to_text(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
         return None if value is None else from_text(value)
+
+
+# A file's size and its mtime in nanoseconds pass 2**31 (SQLite's INTEGER takes 64 bits; PostgreSQL's does not).
+BigInt = Integer().with_variant(BigInteger(), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -59,8 +80,8 @@ class Photo(Base):
     root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"), index=True)
     path: Mapped[str] = mapped_column(OsText, unique=True)
     folder: Mapped[str] = mapped_column(OsText, index=True)  # posix path of the parent, relative to the root
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInt)
+    mtime_ns: Mapped[int] = mapped_column(BigInt)
     content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     error: Mapped[str | None] = mapped_column(OsText)  # reasons name the file
