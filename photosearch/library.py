@@ -10,6 +10,7 @@ The model and Chroma are opened lazily, so `status` and a run with nothing to do
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -33,6 +34,7 @@ from photosearch.indexing.roots import (
     offline_roots,
     overview,
 )
+from photosearch.indexing.shared import SharedIndexer
 from photosearch.librarystatus import LibraryStatus as LibraryStatus  # re-exported: what status() gives
 from photosearch.locking import Writer
 from photosearch.models.embedder import load_embedder
@@ -45,6 +47,7 @@ from photosearch.query.search import Searcher, SearchResult, folder_scope
 from photosearch.query.warmup import load_side_by_side
 from photosearch.stores import generations, rebuild
 from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
+from photosearch.stores.claims import Claims, worker_name
 from photosearch.stores.daemonrecord import DaemonRecord
 from photosearch.stores.generations import Generation
 from photosearch.stores.index import Index
@@ -57,12 +60,14 @@ if TYPE_CHECKING:
     import numpy as np
 
 StopCheck = Callable[[], bool]
+log = logging.getLogger(__name__)
 
 
 def _never() -> bool:
     return False
 
 
+REINDEX_LEASE = "reindex"  # shared stores: the one worker that rebuilds the vectors for a new model
 ROOTS_WAIT = 60.0  # seconds a roots change waits for the daemon's batch in flight (HTTP clients give up at 120)
 
 
@@ -82,7 +87,10 @@ class Library:
         self.models = LoadedModels(config.model, catalog, embedder_factory, text_encoder_factory)
         self._store_instance: VectorStore | None = None
         self._chroma = ChromaDir(config.chroma_dir)  # one Chroma client for the active and a reindex's collection
-        self._writer = Writer(config.data_dir)  # the writer lock, and one writing thread at a time
+        # The writer lock, and one writing thread at a time. Shared stores take no lock file: several processes
+        # write them at once, splitting the work through claims in the catalog (indexing/shared.py).
+        self._writer = Writer(config.data_dir, lock_file=not config.store.shared)
+        self.claims = Claims(catalog, worker_name(config.store.worker), config.store.lease)
         self._init_lock = threading.RLock()  # the store
 
     @classmethod
@@ -214,15 +222,22 @@ class Library:
         with self._writer.turn("index"):
             return self._indexer().run(self.roots(), scope=scope, should_stop=should_stop, settle=settle)
 
-    def _indexer(self) -> Indexer:
-        # JPEGs decode at a reduced scale down to the model's input side (see Indexer.examine).
+    def _indexer(self) -> Indexer | SharedIndexer:
+        if self.config.store.shared:
+            return SharedIndexer(self.config, self.stores(), self.embedder, self.claims)
         return Indexer(self.config, self.stores(), self.embedder)
 
     def _tidy(self) -> None:
-        """Writers only: drop collections nothing uses (rebuild.tidy), keeping an older index's vectors."""
+        """Writers only: drop collections nothing uses (rebuild.tidy), keeping an older index's vectors. On shared
+        stores only while no other worker reindexes (its new collection is in use)."""
         active = generations.active(self.catalog)
-        if active is not None:
+        if active is not None and self._take_reindex_lease():
             rebuild.tidy(self.catalog, self._chroma, active)
+
+    def _take_reindex_lease(self) -> bool:
+        """Embedded stores: always (the writer lock is held). Shared: whether this worker holds ``reindex`` now,
+        which it keeps until it exits (the heartbeat renews it only during a run; it then expires by itself)."""
+        return not self.config.store.shared or self.claims.take(REINDEX_LEASE)
 
     def reindex(self, progress: Progress | None = None, should_stop: StopCheck = _never) -> IndexReport:
         """Rebuild every vector with the configured model (after changing model.name, say), beside the current
@@ -241,6 +256,9 @@ class Library:
         wanted = target is not None and target.model.matches(self.config.model.name)
         if self.stored_model() is None or not (start or wanted):
             return None  # nothing indexed yet (an index run embeds it all), or no reindex to carry on
+        if not self._take_reindex_lease():
+            log.info("another worker is reindexing the shared library: leaving the reindex to it")
+            return None
         embedder = self.models.configured()
         job = rebuild.Rebuild.resume_or_start(self.catalog, self._chroma, embedder.identity)
         index = self.stores()

@@ -83,15 +83,16 @@ class Writer:
     """One library's side of the writer lock: taken once for nested blocks (re-entrant), and one write at a time
     among the threads that share the library (in `serve`, the daemon thread and the HTTP requests)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, lock_file: bool = True) -> None:
         self._data_dir = data_dir
+        self._lock_file = lock_file  # False for shared stores: their writers split the work, not take turns
         self._held: WriterLock | None = None
         self._turn = threading.RLock()
 
     @contextmanager
     def holding(self, role: str) -> Iterator[None]:
         """Hold the data directory's writer lock for the block; within one already held, nothing more."""
-        if self._held is not None:
+        if self._held is not None or not self._lock_file:
             yield
             return
         self._held = WriterLock.acquire(self._data_dir, role)

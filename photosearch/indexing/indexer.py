@@ -16,12 +16,12 @@ from collections.abc import Callable, Sequence
 from photosearch.config import Config
 from photosearch.indexing.examine import location
 from photosearch.indexing.pipeline import Run
-from photosearch.indexing.planner import Scope, folder_of, make_plan
+from photosearch.indexing.planner import Scope, Work, folder_of, make_plan
 from photosearch.indexing.report import IndexCancelled, IndexReport, NoProgress, Progress
 from photosearch.indexing.scanner import ScanProblem
 from photosearch.models.embedder import Embedder
 from photosearch.pathtext import display
-from photosearch.stores.catalog import RootInfo
+from photosearch.stores.catalog import FileState, RootInfo
 from photosearch.stores.index import JOURNAL_KEY, Index, Location
 
 __all__ = ["JOURNAL_KEY", "IndexCancelled", "IndexReport", "Indexer", "Progress"]
@@ -73,21 +73,26 @@ class Indexer:
 
         plan = make_plan(self._catalog, self._config.index, roots, scope, settled_before, interrupt)
         report.unchanged, report.missing_roots, report.deferred = plan.unchanged, plan.missing_roots, plan.deferred
-        self._record_scan_problems(plan.problems, report)
-        # Hinted renames keep their rows and vectors, without reading a byte.
-        self._index.move([(state, location(work)) for state, work in plan.renames])
-        report.moved += len(plan.renames)
+        report.failed += record_scan_problems(self._index, plan.problems)
+        report.moved += write_renames(self._index, plan.renames)
         model, index = self._config.model, self._config.index
         run = Run(self._index, self._get_embedder, report, plan.missing, should_stop, model.batch_size,
                   index.max_image_pixels)  # fmt: skip
         run.process(plan.work, progress or NoProgress())
 
-    # -- plan results --------------------------------------------------------------------------------
-    def _record_scan_problems(self, problems: Sequence[tuple[RootInfo, ScanProblem]], report: IndexReport) -> None:
-        failures = []
-        for root, problem in problems:
-            log.info("failed: %s: %s", display(problem.path), display(problem.reason))
-            where = Location(problem.path, root.id, folder_of(problem.path, root), 0, 0)
-            failures.append((where, None, problem.reason))
-        self._index.fail(failures)
-        report.failed += len(failures)
+
+def write_renames(index: Index, renames: Sequence[tuple[FileState, Work]]) -> int:
+    """Hinted renames keep their rows and vectors, without reading a byte. How many."""
+    index.move([(state, location(work)) for state, work in renames])
+    return len(renames)
+
+
+def record_scan_problems(index: Index, problems: Sequence[tuple[RootInfo, ScanProblem]]) -> int:
+    """Files the scan could not look at, recorded as failed with the reason. How many."""
+    failures = []
+    for root, problem in problems:
+        log.info("failed: %s: %s", display(problem.path), display(problem.reason))
+        where = Location(problem.path, root.id, folder_of(problem.path, root), 0, 0)
+        failures.append((where, None, problem.reason))
+    index.fail(failures)
+    return len(failures)

@@ -74,8 +74,13 @@ class Run:
 
     def __init__(
         self, index: Index, embedder: Callable[[], Embedder], report: IndexReport, missing: list[FileState],
-        should_stop: Callable[[], bool], batch_size: int, max_pixels: int,
+        should_stop: Callable[[], bool], batch_size: int, max_pixels: int, *, queue_only: bool = False,
+        claimed: bool = False,
     ) -> None:  # fmt: skip
+        # Shared stores split a run in two (indexing/shared.py): a scan with ``queue_only`` hashes what needs the
+        # model and queues it; a ``claimed`` batch of queued rows is embedded (its rows counted as embedded only:
+        # the scan counted them new or changed), and a claimed row whose file vanished meanwhile is removed.
+        self.queue_only, self.claimed = queue_only, claimed
         self.should_stop = should_stop
         self.index = index
         self.embedder = embedder
@@ -129,7 +134,7 @@ class Run:
 
     def _examine(self, work: Work) -> Outcome:
         with self.gate.working():
-            return examine(work, self._reusable, self.embedder, self.max_pixels)
+            return examine(work, self._reusable, self.embedder, self.max_pixels, decode=not self.queue_only)
 
     def _reusable(self, digest: str) -> bool:
         """Whether a vector exists for these bytes (called from the decode threads)."""
@@ -146,9 +151,16 @@ class Run:
     def _handle(self, outcome: Outcome) -> None:
         work = outcome.work
         if outcome.vanished:
+            if self.claimed and work.state is not None:
+                self.missing[work.state.id] = work.state
             self.progress.advance()
             return
-        if outcome.error is not None:
+        if outcome.queued:
+            assert outcome.digest is not None
+            self.writes.queued.append((location(work), outcome.digest))
+            self.report.queued += 1
+            self._count_new_or_changed(work.state is None)
+        elif outcome.error is not None:
             log.info("failed: %s: %s", display(work.file.path), display(outcome.error))
             self.writes.failures.append((location(work), outcome.digest, outcome.error))
             self.report.failed += 1
@@ -241,8 +253,11 @@ class Run:
         self.report.reused += len(copied)
         self.index.touch(writes.touched)
         self.index.fail(writes.failures)
+        self.index.enqueue(writes.queued)
 
     def _count_new_or_changed(self, new: bool) -> None:
+        if self.claimed:
+            return
         if new:
             self.report.new += 1
         else:
@@ -257,9 +272,10 @@ class _Writes:
     copies: list[tuple[Location, int, bool]] = field(default_factory=list)  # (where, source id, a new path)
     touched: list[tuple[int, Location]] = field(default_factory=list)
     failures: list[tuple[Location, str | None, str]] = field(default_factory=list)
+    queued: list[tuple[Location, str]] = field(default_factory=list)  # (where, content hash): for any worker
 
     def size(self) -> int:
-        return len(self.moves) + len(self.copies) + len(self.touched) + len(self.failures)
+        return len(self.moves) + len(self.copies) + len(self.touched) + len(self.failures) + len(self.queued)
 
 
 def _facts(outcome: Outcome) -> PhotoFacts:

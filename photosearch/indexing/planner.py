@@ -47,6 +47,7 @@ class Plan:
     renames: list[tuple[FileState, Work]] = field(default_factory=list)  # hinted moves, same size and mtime
     problems: list[tuple[RootInfo, ScanProblem]] = field(default_factory=list)
     unchanged: int = 0
+    queued: int = 0  # shared stores: already queued for a worker, with the same size and mtime
     missing_roots: list[Path] = field(default_factory=list)
     deferred: list[ScannedFile] = field(default_factory=list)  # modified too recently: may still be being written
     settled_before_ns: int | None = None
@@ -73,12 +74,15 @@ def make_plan(
     scope: Scope | None = None,
     settled_before_ns: int | None = None,
     interrupt: Callable[[], None] = lambda: None,
+    leave_queued: bool = False,
 ) -> Plan:
     """Plan a run; files modified after ``settled_before_ns`` are deferred, neither indexed nor missing.
 
     ``interrupt`` is called for every file scanned and may raise to abandon the plan (a SIGTERM to the daemon):
-    scanning a large or slow root can take longer than the daemon may take to stop."""
-    planning = _Planning(catalog, config, Plan(settled_before_ns=settled_before_ns), interrupt)
+    scanning a large or slow root can take longer than the daemon may take to stop. With ``leave_queued`` (shared
+    stores) a pending row that was hashed and queued, and whose file is unchanged since, is left to the worker that
+    claims it rather than read again."""
+    planning = _Planning(catalog, config, Plan(settled_before_ns=settled_before_ns), interrupt, leave_queued)
     plan = planning.plan
     for root in roots:
         if not root_available(root, catalog):
@@ -152,8 +156,11 @@ def _items(area: Path, config: IndexConfig) -> Iterator[ScannedFile | ScanProble
 class _Planning:
     """One make_plan call: scanned items are compared with the catalog states of the area they come from."""
 
-    def __init__(self, catalog: Catalog, config: IndexConfig, plan: Plan, interrupt: Callable[[], None]) -> None:
+    def __init__(
+        self, catalog: Catalog, config: IndexConfig, plan: Plan, interrupt: Callable[[], None], leave_queued: bool
+    ) -> None:
         self.catalog, self.config, self.plan, self.interrupt = catalog, config, plan, interrupt
+        self.leave_queued = leave_queued
         self.new: list[Work] = []  # paths the catalog has never seen (renames are matched among them)
         self.gone: dict[str, FileState] = {}  # in the catalog, not on disk
 
@@ -197,8 +204,12 @@ class _Planning:
             state = states.get(str(item.path))
             if state is None:
                 self.new.append(Work(item, root, None))
-            elif state.status == PhotoStatus.INDEXED and (state.size, state.mtime_ns) == (item.size, item.mtime_ns):
+            elif (state.size, state.mtime_ns) != (item.size, item.mtime_ns):
+                plan.work.append(Work(item, root, state))
+            elif state.status == PhotoStatus.INDEXED:
                 plan.unchanged += 1
+            elif self.leave_queued and state.status == PhotoStatus.PENDING and state.content_hash:
+                plan.queued += 1
             else:
                 plan.work.append(Work(item, root, state))
         self.gone.update(

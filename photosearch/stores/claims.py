@@ -27,10 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Float, cast, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from photosearch.stores.catalog import Catalog, FileState
+from photosearch.stores.dialect import backend, insert_for
 from photosearch.stores.schema import Lease, Photo, PhotoStatus
 
 RUN_PREFIX = "run:"
@@ -48,10 +47,6 @@ class Claimed:
     root_id: int
 
 
-def _insert(session: Session):  # type: ignore[no-untyped-def]  # the dialect's insert, both with ON CONFLICT
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 class Claims:
     """One worker's side of the shared queue: its claims on pending rows, and its leases."""
 
@@ -63,7 +58,7 @@ class Claims:
     def now(self) -> float:
         """The catalog's clock, in epoch seconds."""
         with self._catalog.session() as s:
-            if s.get_bind().dialect.name != "postgresql":
+            if backend(s) != "postgresql":
                 return time.time()  # SQLite: every worker is on this machine
             return float(s.scalar(select(cast(func.extract("epoch", func.clock_timestamp()), Float))) or 0.0)
 
@@ -72,7 +67,7 @@ class Claims:
         """Take the lease ``name`` if it is free, expired or already ours; whether this worker holds it now."""
         now = self.now()
         with self._catalog.session() as s, s.begin():
-            stmt = _insert(s)(Lease).values(name=name, holder=self.worker, expires_at=now + self.lease)
+            stmt = insert_for(s, Lease).values(name=name, holder=self.worker, expires_at=now + self.lease)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[Lease.name],
                 set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
@@ -123,7 +118,7 @@ class Claims:
         pick = (
             select(Photo.id)
             .where(Photo.status == PhotoStatus.PENDING, Photo.root_id.in_(list(root_ids)), free)
-            .order_by(Photo.id)
+            .order_by(Photo.content_hash, Photo.id)  # byte-identical photos in one batch: one model call
             .limit(limit)
             .with_for_update(skip_locked=True)  # PostgreSQL: rows another worker is claiming are passed over
         )
@@ -131,8 +126,16 @@ class Claims:
             update(Photo)
             .where(Photo.id.in_(pick.scalar_subquery()))
             .values(claimed_by=self.worker, claimed_until=now + self.lease)
-            .returning(Photo.id, Photo.path, Photo.size, Photo.mtime_ns, Photo.content_hash, Photo.status,
-                       Photo.folder, Photo.root_id)  # fmt: skip
+            .returning(
+                Photo.id,
+                Photo.path,
+                Photo.size,
+                Photo.mtime_ns,
+                Photo.content_hash,
+                Photo.status,
+                Photo.folder,
+                Photo.root_id,
+            )
         )
         with self._catalog.session() as s, s.begin():
             rows = s.execute(stmt).all()
@@ -149,10 +152,8 @@ class Claims:
                     .values(claimed_by=None, claimed_until=None)
                 )
 
-    def claimable(self, root_ids: Sequence[int]) -> int:
-        """How many pending rows of these roots nobody holds now."""
-        now = self.now()
-        free = or_(Photo.claimed_until.is_(None), Photo.claimed_until < now)
+    def pending(self, root_ids: Sequence[int]) -> int:
+        """How many rows of these roots are queued, claimed or not."""
         with self._catalog.session() as s:
-            query = select(func.count()).where(Photo.status == PhotoStatus.PENDING, Photo.root_id.in_(root_ids), free)
+            query = select(func.count()).where(Photo.status == PhotoStatus.PENDING, Photo.root_id.in_(root_ids))
             return s.scalar(query) or 0

@@ -105,6 +105,20 @@ class Index:
         self._vectors().delete(sorted(stored - indexed))
         self.catalog.set_pending_with_hashes(sorted(indexed - stored))
 
+    def sweep(self) -> tuple[int, int]:
+        """reconcile() for shared stores, where other workers write meanwhile: after a worker died mid-write.
+        The vectors are listed before the rows, so a vector being written now has a pending row by the time the
+        rows are read, and stays; only vectors that no indexed or pending row has go. Indexed rows without a
+        vector go back to pending (checked twice: a photo removed meanwhile took its vector with it).
+        (orphan vectors deleted, rows queued again)."""
+        stored = self._vectors().all_keys()
+        orphans = self.catalog.orphan_hashes(stored - self.catalog.indexed_hashes() - self.catalog.pending_hashes())
+        self._vectors().delete(orphans)
+        lost = self.catalog.indexed_hashes() - stored
+        lost -= set(self._vectors().vectors(sorted(lost)))
+        self.catalog.set_pending_with_hashes(sorted(lost))
+        return len(orphans), len(lost)
+
     # -- writes ----------------------------------------------------------------------------------------
     def add(self, photos: Sequence[NewPhoto], embed: Callable[[], np.ndarray]) -> list[int]:
         """Rows pending -> ``embed()`` (one vector per photo, in order) -> vectors -> rows indexed."""

@@ -1,0 +1,61 @@
+"""An indexer process on shared stores, for the concurrency tests: ``python -c`` runs ``index_worker`` in a fresh
+interpreter, as `photosearch index` would run on another machine. Its model is the HashEmbedder (slowed a little
+per batch, so a SIGKILL lands mid-batch), and it writes which pictures it embedded to a JSON file: the test adds
+up the model calls of every process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from helpers import HashEmbedder
+
+from photosearch.config import Config, ModelConfig, StoreConfig
+from photosearch.library import Library
+
+
+class SlowHashEmbedder(HashEmbedder):
+    preferred_batch_size = 8  # small batches: the workers interleave on 1,000 photos
+
+    def __init__(self, seen_file: Path, delay: float) -> None:
+        super().__init__()
+        self._seen_file = seen_file
+        self._delay = delay
+
+    def _embed_image_batch(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        vectors = super()._embed_image_batch(prepared)
+        time.sleep(self._delay)  # the model's time: what a killed worker is in the middle of
+        self._seen_file.write_text(json.dumps(dict(self.seen)))  # the model was called: on disk before the write
+        return vectors
+
+
+def shared_config(data_dir: Path, store: dict[str, object], batch_size: int = 8) -> Config:
+    return Config(
+        data_dir=data_dir,
+        model=ModelConfig(name=HashEmbedder.identity.name, batch_size=batch_size),
+        store=StoreConfig.model_validate(store),
+    )
+
+
+def index_worker(data_dir: str, store_json: str, seen_file: str, roots_json: str, delay: float = 0.01) -> None:
+    """Index the roots on the shared stores, then print the report as JSON on stdout."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(process)d %(name)s: %(message)s")
+    config = shared_config(Path(data_dir), json.loads(store_json))
+    embedder = SlowHashEmbedder(Path(seen_file), delay)
+    with Library.open(config, embedder_factory=lambda _config: embedder) as library:
+        report = library.index([Path(p) for p in json.loads(roots_json)])
+    Path(seen_file).write_text(json.dumps(dict(embedder.seen)))
+    print(json.dumps({"new": report.new, "embedded": report.embedded, "reused": report.reused,
+                      "queued": report.queued, "reconciled": report.reconciled}))  # fmt: skip
+
+
+def worker_command(data_dir: Path, store: dict[str, object], seen_file: Path, roots: Sequence[Path],
+                   delay: float = 0.01) -> list[str]:  # fmt: skip
+    args = [str(data_dir), json.dumps(store), str(seen_file), json.dumps([str(r) for r in roots]), delay]
+    code = f"import shared_workers; shared_workers.index_worker(*{args!r})"
+    return [sys.executable, "-c", code]
