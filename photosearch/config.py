@@ -6,6 +6,7 @@ receives a finished ``Config`` and never looks at the process environment itself
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,6 +103,20 @@ class StoreConfig(_Section):
     headers: dict[str, str] = {}  # sent with every request to the Chroma server (a proxy's token)
     worker: str | None = None  # this indexer's name in the shared work queue; None: host name and process id
     lease: float = Field(default=300.0, ge=5, le=86_400)  # seconds a claim lasts unless renewed
+    # A library folder as the catalog knows it -> where this machine mounts it (the same share at other mount
+    # points on other machines); each side an absolute path.
+    paths: dict[str, str] = {}
+
+    @field_validator("paths")
+    @classmethod
+    def _path_map(cls, value: dict[str, str]) -> dict[str, str]:
+        for side in (*value, *value.values()):
+            if not side.startswith("/"):
+                raise PydanticCustomError(
+                    "path_map", "maps a library folder to this machine's path, both absolute, got {side!r}",
+                    {"side": side},
+                )  # fmt: skip
+        return {k.rstrip("/") or "/": v.rstrip("/") or "/" for k, v in value.items()}
 
     @field_validator("catalog")
     @classmethod
@@ -195,6 +210,9 @@ def _env_value(raw: str, key_path: tuple[str, ...]) -> Any:
     if key_path == ("store", "headers"):  # "Name: value" pairs, comma separated (a token has no comma)
         pairs = (part.partition(":") for part in raw.split(",") if part.strip())
         return {name.strip(): value.strip() for name, _, value in pairs}
+    if key_path == ("store", "paths"):  # "/as/stored=/here" pairs, separated by the OS's path list separator
+        mapped = (part.partition("=") for part in raw.split(os.pathsep) if part.strip())
+        return {stored.strip(): local.strip() for stored, _, local in mapped}
     return raw
 
 

@@ -101,7 +101,7 @@ class Library:
         one, text queries use the ONNX Runtime text encoder (textencoder.py) when the model allows, so a search never
         imports torch; with one, text queries go through the given Embedder too.
         """
-        catalog = Catalog.open(config.catalog_url, config.data_dir)
+        catalog = Catalog.open(config.catalog_url, config.data_dir, paths=config.store.paths)
         if embedder_factory is not None:
             return cls(config, catalog, embedder_factory)
         return cls(config, catalog, load_embedder, load_text_encoder)
@@ -221,6 +221,15 @@ class Library:
         """Index only the changed paths of ``scope`` (what the daemon calls for its queue)."""
         with self._writer.turn("index"):
             return self._indexer().run(self.roots(), scope=scope, should_stop=should_stop, settle=settle)
+
+    def embed_queued(self, should_stop: StopCheck = _never) -> IndexReport | None:
+        """Shared stores: embed photos that other workers queued (the daemon's idle step); None when not shared."""
+        if not self.config.store.shared:
+            return None
+        with self._writer.turn("index"):
+            indexer = self._indexer()
+            assert isinstance(indexer, SharedIndexer)
+            return indexer.embed_queued(self.roots(), should_stop)
 
     def _indexer(self) -> Indexer | SharedIndexer:
         if self.config.store.shared:

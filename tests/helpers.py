@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from photosearch.config import Config, ModelConfig
+from photosearch.config import Config, ModelConfig, StoreConfig
 from photosearch.library import Library
 from photosearch.models.embedder import load_embedder
 from photosearch.models.identity import ModelIdentity
@@ -114,11 +114,21 @@ class Counted:
         return self.last.images if self.last else 0
 
 
+_stores = [StoreConfig()]  # where the configs below put the catalog and vectors: the `backend` fixture's choice
+
+
+def use_stores(store: StoreConfig) -> None:
+    """The stores of every config made by make_config and hash_config from now on (conftest.py's `backend`
+    fixture: the data directory's, or a PostgreSQL database and a Chroma server database of the test's own)."""
+    _stores[0] = store
+
+
 def make_config(data_dir: Path, model_dir: Path, **index: object) -> Config:
     return Config(
         data_dir=data_dir,
         model=ModelConfig(name=str(model_dir), batch_size=4),
         index={**index},  # type: ignore[arg-type]
+        store=_stores[0],
     )
 
 
@@ -176,6 +186,7 @@ def hash_config(data_dir: Path, **watch: object) -> Config:
         data_dir=data_dir,
         model=ModelConfig(name=HashEmbedder.identity.name, batch_size=HashEmbedder.preferred_batch_size),
         watch={**watch},  # type: ignore[arg-type]
+        store=_stores[0],
     )
 
 

@@ -25,6 +25,7 @@ from photosearch.stores.index import Index, Location, NewPhoto
 from photosearch.stores.schema import PhotoStatus
 
 STORE_BATCH = 2000  # moves, copies, touched or failed files written to the stores in one go
+QUEUE_BATCHES = 4  # a shared scan queues photos for other workers this many model batches at a time
 log = logging.getLogger(__name__)
 
 
@@ -182,7 +183,8 @@ class Run:
         else:
             self._reuse(outcome)
         self.progress.advance()
-        if self.writes.size() >= STORE_BATCH:
+        # A shared scan hands its queue over in model-batch-sized steps: other workers are waiting to claim it.
+        if self.writes.size() >= (QUEUE_BATCHES * self.batch_size if self.queue_only else STORE_BATCH):
             self._write()
 
     def _reuse(self, outcome: Outcome) -> None:

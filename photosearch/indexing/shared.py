@@ -66,6 +66,16 @@ class SharedIndexer:
         log.info("shared index run (%s): %s", self._claims.worker, report.summary())
         return report
 
+    def embed_queued(self, roots: Sequence[RootInfo], should_stop: Callable[[], bool] = lambda: False) -> IndexReport:
+        """Only the claim loop: embed what other workers' scans queued, until nothing is free to claim (the watch
+        daemon's idle step, so a daemon helps with another machine's run)."""
+        report = IndexReport()
+        with heartbeat(self._claims):
+            session = _Session(self, roots, report, _Total(NoProgress()), should_stop)
+            while session.embed_claimed():
+                pass
+        return report
+
     def _sweep_after_dead_workers(self) -> bool:
         dead = self._claims.dead_runs()
         if not dead:
@@ -92,7 +102,7 @@ class _Session:
         claims = self.owner._claims
         if scope is not None:  # a few changed paths: no lease (a rescan of the same paths is harmless)
             self._scan(list(self.roots.values()), scope, settle)
-            while self._embed_claimed():
+            while self.embed_claimed():
                 pass
             return
         unscanned = dict(self.roots)
@@ -105,7 +115,7 @@ class _Session:
                     finally:
                         claims.release(f"scan:{root.id}")
                     del unscanned[root.id]
-            if self._embed_claimed():
+            if self.embed_claimed():
                 continue
             if not unscanned and not claims.pending(list(self.roots)):
                 return
@@ -131,7 +141,7 @@ class _Session:
         report.moved += write_renames(owner._index, plan.renames)
         self._run(plan.missing, queue_only=True).process(plan.work, self.progress)
 
-    def _embed_claimed(self) -> bool:
+    def embed_claimed(self) -> bool:
         """Claim a batch of queued photos and embed them; False when none was free to claim."""
         self._stop_if_asked()
         claims = self.owner._claims

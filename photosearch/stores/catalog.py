@@ -9,7 +9,7 @@ dataclasses, never live ORM objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -21,11 +21,13 @@ from sqlalchemy.orm import Session
 
 from photosearch.errors import CatalogError, PhotoNotFoundError
 from photosearch.facts import PhotoFacts, fact_values
+from photosearch.stores import pathmap
 from photosearch.stores.boundary import store_errors
 from photosearch.stores.catalog_engine import RETRY_DELAYS, SCHEMA_HEAD, make_engine, migrate, migrations_dir, parse_url
 from photosearch.stores.catalog_hashes import HashQueries
 from photosearch.stores.catalog_roots import RootChanges
 from photosearch.stores.dialect import insert_for
+from photosearch.stores.pathmap import PathMap
 from photosearch.stores.schema import Meta, Photo, PhotoStatus, Root
 
 __all__ = ["SCHEMA_HEAD", "Catalog", "FileState", "PhotoRecord", "RootInfo", "migrations_dir", "record_of"]
@@ -107,12 +109,14 @@ class Catalog(RootChanges, HashQueries):
 
     @classmethod
     def open(
-        cls, url: str | Path, data_dir: Path | None = None, *, retry_delays: Sequence[float] = RETRY_DELAYS
+        cls, url: str | Path, data_dir: Path | None = None, *, retry_delays: Sequence[float] = RETRY_DELAYS,
+        paths: Mapping[str, str] | None = None,
     ) -> Catalog:
         """Open (creating and migrating if needed) the catalog at ``url``: a SQLAlchemy URL (sqlite:///file or
         postgresql+psycopg://user:password@host/db), or the Path of a SQLite file. ``data_dir``: the data
         directory (default: the SQLite file's folder). ``retry_delays``: the waits between attempts to reach a
-        PostgreSQL server that refuses or is restarting."""
+        PostgreSQL server that refuses or is restarting. ``paths``: library folders as stored -> as mounted on
+        this machine (pathmap.py)."""
         parsed = parse_url(f"sqlite:///{url}" if isinstance(url, Path) else url)
         if parsed.get_backend_name() == "sqlite":
             file = Path(parsed.database or "")
@@ -121,6 +125,8 @@ class Catalog(RootChanges, HashQueries):
                 file.parent.mkdir(parents=True, exist_ok=True)
         data_dir = data_dir or Path.cwd()
         engine = make_engine(parsed, retry_delays)
+        if paths:
+            pathmap.install(engine.dialect, PathMap(paths))
         catalog = cls(engine, data_dir)
         try:
             with catalog._errors(f"cannot open the catalog {catalog.describe()}"):

@@ -15,7 +15,8 @@ from sqlalchemy import delete, func, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from photosearch.pathtext import to_text
-from photosearch.stores.schema import OsText, Photo, PhotoStatus, Root
+from photosearch.stores import pathmap
+from photosearch.stores.schema import PathText, Photo, PhotoStatus, Root
 
 if TYPE_CHECKING:
     from photosearch.stores.catalog import RootInfo
@@ -100,10 +101,11 @@ def _repoint(s: Session, root: RootInfo, new_path: Path, root_id: int) -> None:
     names may contain % and _; the stored form has one character per character of the name (pathtext.py), so
     the prefix length is the same on both sides."""
     old_prefix, new_prefix = _prefix(root.path), _prefix(new_path)
-    length = len(to_text(old_prefix))
+    paths = pathmap.of(s.get_bind().dialect)  # the stored prefix may be another machine's (pathmap.py)
+    length = len(to_text(paths.to_stored(old_prefix) if paths else old_prefix))
     s.execute(
         update(Photo)
-        .where(Photo.root_id == root.id, func.substr(Photo.path, 1, length) == type_coerce(old_prefix, OsText))
-        .values(path=type_coerce(new_prefix, OsText) + func.substr(Photo.path, length + 1), root_id=root_id,
+        .where(Photo.root_id == root.id, func.substr(Photo.path, 1, length) == type_coerce(old_prefix, PathText))
+        .values(path=type_coerce(new_prefix, PathText) + func.substr(Photo.path, length + 1), root_id=root_id,
                 updated_at=datetime.now().replace(microsecond=0))
     )  # fmt: skip

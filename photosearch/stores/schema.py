@@ -6,6 +6,7 @@ tables (tests compare them with the migrated database).
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
 from photosearch.pathtext import from_text, to_text
+from photosearch.stores import pathmap
 
 
 class PhotoStatus(StrEnum):
@@ -56,6 +58,24 @@ class OsText(TypeDecorator[str]):
         return None if value is None else from_text(value)
 
 
+class PathText(OsText):
+    """An absolute path in the catalog: OsText, stored as the machine that added its library folder sees it and
+    read as this machine mounts it (pathmap.py; config ``store.paths``)."""
+
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        paths = pathmap.of(dialect)
+        if value is not None and paths is not None:
+            value = paths.to_stored(os.fspath(value))
+        return super().process_bind_param(value, dialect)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        text = super().process_result_value(value, dialect)
+        paths = pathmap.of(dialect)
+        return paths.to_local(text) if text is not None and paths is not None else text
+
+
 # A file's size and its mtime in nanoseconds pass 2**31 (SQLite's INTEGER takes 64 bits; PostgreSQL's does not).
 BigInt = Integer().with_variant(BigInteger(), "postgresql")
 
@@ -68,7 +88,7 @@ class Root(Base):
     __tablename__ = "roots"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(OsText, unique=True)
+    path: Mapped[str] = mapped_column(PathText, unique=True)
     added_at: Mapped[datetime] = mapped_column(DateTime)
     last_indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
 
@@ -78,7 +98,7 @@ class Photo(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"), index=True)
-    path: Mapped[str] = mapped_column(OsText, unique=True)
+    path: Mapped[str] = mapped_column(PathText, unique=True)
     folder: Mapped[str] = mapped_column(OsText, index=True)  # posix path of the parent, relative to the root
     size: Mapped[int] = mapped_column(BigInt)
     mtime_ns: Mapped[int] = mapped_column(BigInt)
@@ -118,8 +138,8 @@ class QueueEntry(Base):
 
     __tablename__ = "queue"
 
-    path: Mapped[str] = mapped_column(OsText, primary_key=True)
-    moved_from: Mapped[str | None] = mapped_column(OsText)
+    path: Mapped[str] = mapped_column(PathText, primary_key=True)
+    moved_from: Mapped[str | None] = mapped_column(PathText)
     is_dir: Mapped[bool] = mapped_column(Boolean)
     first_seen: Mapped[float] = mapped_column(Float)  # epoch seconds of the first event: bounds the wait
     due_at: Mapped[float] = mapped_column(Float, index=True)  # last event + debounce

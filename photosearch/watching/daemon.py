@@ -96,6 +96,8 @@ class Daemon:
             drained = False if self._refused else self._guard(self._drain_if_ready)
             if drained is True:
                 continue  # more may be due: the next chunk at once (events are flushed first, above)
+            if drained is False and not self._refused:
+                self._guard(self._help_shared_queue)
             # After a failure, a pause: retrying a persistent error (a full disk) at once would spin and flood the log.
             self._wake.wait(timeout=IDLE_CHECK if drained is _FAILED else self._sleep_time())
             self._wake.clear()
@@ -106,6 +108,12 @@ class Daemon:
             self._record.clear_error()
         if self._guard(lambda: self.library.reindex(should_stop=self.stop_event.is_set)) is not _FAILED:
             self._refused = False
+
+    def _help_shared_queue(self) -> None:
+        """Shared stores: while idle, embed what other machines' runs queued (one pass; nothing to do is cheap)."""
+        report = self.library.embed_queued(should_stop=self.stop_event.is_set)
+        if report is not None and (report.embedded or report.reused):
+            log.info("embedded %d queued photos of other workers (%d reused)", report.embedded, report.reused)
 
     def _catch_up(self) -> None:
         """Index whatever changed while the daemon was not running."""

@@ -1,0 +1,102 @@
+"""Several indexers on one shared library (PostgreSQL catalog, Chroma server), as separate processes with data
+directories of their own, like machines: they split the work, every photo is embedded once (model calls counted
+across the processes), and a worker killed with SIGKILL mid-batch, or a server that goes away, loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers import make_photo
+from shared_workers import shared_config, worker_command
+
+from photosearch.library import Library
+from photosearch.stores.schema import PhotoStatus
+
+PHOTOS = 1000
+DEADLINE = 240  # seconds a run of the workers may take before the test gives up
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def library_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PHOTOS distinct small pictures in 10 folders: one root, read by every test (never changed)."""
+    root = tmp_path_factory.mktemp("shared-lib") / "photos"
+    for i in range(PHOTOS):
+        make_photo(root / f"d{i % 10}" / f"p{i:04d}.jpg", seed=20_000 + i, size=(64, 48))
+    return root
+
+
+def _env() -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
+    return {**clean, "PYTHONPATH": os.pathsep.join([str(TESTS), clean.get("PYTHONPATH", "")])}
+
+
+def _start(base: Path, name: str, store: dict[str, object], root: Path, delay: float) -> subprocess.Popen[str]:
+    cmd = worker_command(base / name / "data", store, base / f"{name}.seen.json", [root], delay)
+    log = (base / f"{name}.log").open("w")
+    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=log, text=True)
+
+
+def _finish(proc: subprocess.Popen[str], base: Path, name: str) -> dict[str, object]:
+    out, _ = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 0, (base / f"{name}.log").read_text()[-3000:]
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def _seen(base: Path, name: str) -> Counter[str]:
+    path = base / f"{name}.seen.json"
+    return Counter(json.loads(path.read_text())) if path.exists() else Counter()
+
+
+def _check_library(base: Path, store: dict[str, object]) -> None:
+    """Catalog, vector server and disk agree: PHOTOS indexed rows, PHOTOS vectors, nothing pending."""
+    config = shared_config(base / "checker", store)
+    with Library.open(config, embedder_factory=_no_model) as library:
+        counts = library.catalog.counts()
+        assert counts == {PhotoStatus.INDEXED: PHOTOS, PhotoStatus.PENDING: 0, PhotoStatus.FAILED: 0}, counts
+        assert library.stores().vector_count() == PHOTOS
+        assert library.stores().agree()
+
+
+def _no_model(_config: object) -> object:
+    raise AssertionError("the check must not load a model")
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_indexers_split_the_work_and_embed_each_photo_once(tmp_path, library_folder, shared_store, workers):
+    names = [f"w{i}" for i in range(workers)]
+    procs = [_start(tmp_path, name, shared_store, library_folder, delay=0.05) for name in names]
+    reports = {name: _finish(proc, tmp_path, name) for name, proc in zip(names, procs, strict=True)}
+    seen = {name: _seen(tmp_path, name) for name in names}
+    total = sum(seen.values(), Counter())
+    assert len(total) == PHOTOS and set(total.values()) == {1}, "a photo went through the model twice"
+    assert all(seen[name] for name in names), f"a worker had nothing to do: {reports}"
+    assert sum(int(r["embedded"]) for r in reports.values()) == PHOTOS
+    assert sum(int(r["new"]) for r in reports.values()) == PHOTOS  # each found new by one scan only
+    _check_library(tmp_path, shared_store)
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(tmp_path, library_folder, shared_store):
+    store = {**shared_store, "lease": 5}  # its claims come back 5 s after it stops renewing them
+    victim = _start(tmp_path, "victim", store, library_folder, delay=0.05)
+    survivor = _start(tmp_path, "survivor", store, library_folder, delay=0.05)
+    deadline = time.monotonic() + DEADLINE
+    while sum(_seen(tmp_path, "victim").values()) < 100:  # well into its share, in the middle of a batch
+        assert victim.poll() is None and time.monotonic() < deadline, "the victim finished before it was killed"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    _finish(survivor, tmp_path, "survivor")  # waits for the victim's claims to expire, then embeds them
+    twice = sum((_seen(tmp_path, "victim") + _seen(tmp_path, "survivor")).values()) - PHOTOS
+    assert 0 <= twice <= 16, "more than the victim's claimed batch was embedded again"
+    # The next run finds the victim's run lease expired: it sweeps what the victim may have left half-written.
+    report = _finish(_start(tmp_path, "after", store, library_folder, delay=0), tmp_path, "after")
+    assert report["reconciled"] is True and report["embedded"] == 0
+    _check_library(tmp_path, store)
