@@ -45,6 +45,8 @@ def print_status(info: dict[str, Any]) -> None:
     elif not info["model_matches"]:
         click.echo(f"          configured: {info['configured_model']} -> run `photosearch reindex`")
     click.echo(f"data      {info['data_dir']}")
+    if info.get("vectors_bytes") is None and info.get("vectors_at"):  # on a Chroma server, not in data_dir
+        click.echo(f"vectors   {info['vectors_at']}")
     click.echo(f"size      catalog {_mb(info['catalog_bytes'])}, vectors {_mb(info['vectors_bytes'])}")
 
 
@@ -61,5 +63,5 @@ def print_daemon(daemon: dict[str, Any]) -> None:
         click.echo(f"error     {daemon['last_error']['at']}: {daemon['last_error']['message']}")
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1_000_000:.1f} MB"
+def _mb(n: int | None) -> str:
+    return "(on the server)" if n is None else f"{n / 1_000_000:.1f} MB"

@@ -50,7 +50,7 @@ from photosearch.stores.generations import Generation
 from photosearch.stores.index import Index
 from photosearch.stores.queue import WorkQueue
 from photosearch.stores.schema import PhotoStatus
-from photosearch.stores.vectors import ChromaDir, VectorStore
+from photosearch.stores.vectors import VectorStore, open_vectors
 from photosearch.watching.handoff import hand_to_daemon
 
 if TYPE_CHECKING:
@@ -81,7 +81,8 @@ class Library:
         self.daemon_record = DaemonRecord(catalog)  # the daemon's start and last error, for `status`
         self.models = LoadedModels(config.model, catalog, embedder_factory, text_encoder_factory)
         self._store_instance: VectorStore | None = None
-        self._chroma = ChromaDir(config.chroma_dir)  # one Chroma client for the active and a reindex's collection
+        # One Chroma client (the data directory's or store.vectors' server) for the active and a reindex's collection.
+        self._chroma = open_vectors(config)
         self._writer = Writer(config.data_dir)  # the writer lock, and one writing thread at a time
         self._init_lock = threading.RLock()  # the store
 
@@ -336,6 +337,7 @@ class Library:
             data_dir=self.config.data_dir,
             catalog_bytes=self.catalog.size_bytes(),
             vectors_bytes=self._chroma.size_bytes(),
+            vectors_at=self._chroma.describe(),
             reindex=self._reindex_progress(),
             moved_roots=moved_roots(self.catalog, roots, offline),
         )
