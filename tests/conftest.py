@@ -1,10 +1,15 @@
-"""Shared fixtures: paths to ../shared, the real test photos, and a tiny real CLIP model."""
+"""Shared fixtures: paths to ../shared, the real test photos, a tiny real CLIP model, a real Chroma server."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from chromaserver import ChromaServer
+
+from photosearch.config import StoreConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -96,3 +101,28 @@ def run_unprivileged():
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
+    """One `chroma run` per test process (per xdist worker), or PHOTOSEARCH_TEST_CHROMA's server. One that does
+    not start fails the tests that need it, with its log: the server backend is not optional."""
+    server = ChromaServer.from_env(tmp_path_factory.mktemp("chroma-server") / "data")
+    yield server
+    if not server.external:
+        server.stop()
+
+
+@pytest.fixture
+def chroma_store_config(chroma_server: ChromaServer) -> StoreConfig:
+    """store.vectors on the shared server, in a database of this test's own: no test sees another's collections."""
+    return StoreConfig(vectors=chroma_server.url, database=f"test_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture
+def own_chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
+    """A server for one test alone, to kill and restart (the fault tests)."""
+    server = ChromaServer(tmp_path / "chroma-server")
+    server.start()
+    yield server
+    server.stop()

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from photosearch.errors import VectorStoreError, VectorStoreUnavailableError
 from photosearch.stores.boundary import display_url, http_status_fault, not_chroma, server_errors
-from photosearch.stores.vectors import HNSW, LEGACY_PREFIX, PREFIX
+from photosearch.stores.vectors import LEGACY_PREFIX, PREFIX, get_collection
 
 if TYPE_CHECKING:
     import httpx
@@ -83,13 +83,7 @@ class ChromaServer:
     def collection(self, name: str, create: Mapping[str, str | int] | None) -> Collection:
         found = self._collections.get(name)
         if found is None:
-            client = self._connected()
-            if create is not None:
-                found = client.get_or_create_collection(
-                    name, configuration={"hnsw": HNSW}, metadata=dict(create), embedding_function=None
-                )
-            else:
-                found = client.get_collection(name, embedding_function=None)
+            found = get_collection(self._connected(), name, create)
             self._collections[name] = found
         return found
 

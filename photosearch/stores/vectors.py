@@ -94,6 +94,17 @@ class ChromaPlace(Protocol):
         ...
 
 
+def get_collection(client: ClientAPI, name: str, create: Mapping[str, str | int] | None) -> Collection:
+    """The collection ``name``; with ``create`` (the model's identity) made with today's HNSW settings if missing.
+    Without it a missing one raises: another process dropped it (a reindex switched), and the caller looks at the
+    catalog again."""
+    if create is not None:
+        return client.get_or_create_collection(
+            name, configuration={"hnsw": HNSW}, metadata=dict(create), embedding_function=None
+        )
+    return client.get_collection(name, embedding_function=None)
+
+
 def open_vectors(config: Config) -> ChromaPlace:
     """The vectors' place the configuration names: store.vectors' server, else the embedded store in data_dir."""
     store = config.store
@@ -156,12 +167,7 @@ class ChromaDir:
         assert self._client is not None
         found = self._collections.get(name)
         if found is None:
-            if create is not None:
-                found = self._client.get_or_create_collection(
-                    name, configuration={"hnsw": HNSW}, metadata=dict(create), embedding_function=None
-                )
-            else:  # another process dropped it (a reindex switched): the caller looks at the catalog again
-                found = self._client.get_collection(name, embedding_function=None)
+            found = get_collection(self._client, name, create)
             self._collections[name] = found
         return found
 
