@@ -17,6 +17,7 @@ from chromaserver import ChromaServer as RunningServer
 from chromaserver import free_port
 from helpers import make_config, make_photo
 
+from photosearch.cli_status import print_status
 from photosearch.errors import VectorStoreUnavailableError
 from photosearch.library import Library
 from photosearch.stores.chroma_server import ChromaServer
@@ -217,7 +218,7 @@ def test_a_server_that_never_answers_times_out():
 
 
 # -- a whole library ----------------------------------------------------------------------------------------------
-def test_a_library_with_its_vectors_on_the_server(tmp_path: Path, tiny_model_dir: Path, chroma_store_config):
+def test_a_library_with_its_vectors_on_the_server(tmp_path: Path, tiny_model_dir: Path, chroma_store_config, capsys):
     photos = [make_photo(tmp_path / "photos" / f"p{i}.jpg", seed=i) for i in range(4)]
     config = make_config(tmp_path / "data", tiny_model_dir).model_copy(update={"store": chroma_store_config})
     with Library.open(config) as library:
@@ -229,6 +230,10 @@ def test_a_library_with_its_vectors_on_the_server(tmp_path: Path, tiny_model_dir
         status = library.status()
         assert status.vectors_bytes is None and chroma_store_config.database in status.vectors_at
         assert status.catalog_bytes > 0  # the catalog stays SQLite in the data directory
+        print_status(status.to_dict())
+    printed = capsys.readouterr().out
+    assert f"vectors   {chroma_store_config.vectors} (tenant default_tenant, database " in printed
+    assert "vectors (on the server)" in printed
     assert not config.chroma_dir.exists()  # no embedded store was made beside it
     with Library.open(config) as again:  # another process's view: the same vectors, from the server
         assert {hit.path for hit in again.search("a photo", k=10)} == {p.resolve() for p in photos}
