@@ -47,6 +47,8 @@ def print_status(info: dict[str, Any]) -> None:
     click.echo(f"data      {info['data_dir']}")
     if info.get("catalog"):
         click.echo(f"catalog   {info['catalog']}")
+    if info.get("vectors_bytes") is None and info.get("vectors_at"):  # on a Chroma server, not in data_dir
+        click.echo(f"vectors   {info['vectors_at']}")
     click.echo(f"size      catalog {_mb(info['catalog_bytes'])}, vectors {_mb(info['vectors_bytes'])}")
 
 
@@ -63,5 +65,5 @@ def print_daemon(daemon: dict[str, Any]) -> None:
         click.echo(f"error     {daemon['last_error']['at']}: {daemon['last_error']['message']}")
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1_000_000:.1f} MB"
+def _mb(n: int | None) -> str:
+    return "(on the server)" if n is None else f"{n / 1_000_000:.1f} MB"

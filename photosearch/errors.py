@@ -56,6 +56,19 @@ class VectorStoreError(StoreError):
     """The Chroma vector store cannot be opened or used."""
 
 
+class VectorStoreUnavailableError(VectorStoreError):
+    """The Chroma server (store.vectors) cannot be reached or refuses us: not running, the wrong URL, the wrong
+    credentials (store.headers), gone or stuck mid-run. ``transient``: the kind of fault that waiting may cure
+    (refused, reset, a gateway's 502/503/504, a timeout), which the store retries before raising."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+    http_status = 503
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
 class DataDirError(CatalogError, VectorStoreError):
     """The data directory, where both stores live, cannot take a write; the stores are intact, and the same
     command succeeds once the cause is gone."""

@@ -53,7 +53,7 @@ from photosearch.stores.generations import Generation
 from photosearch.stores.index import Index
 from photosearch.stores.queue import WorkQueue
 from photosearch.stores.schema import PhotoStatus
-from photosearch.stores.vectors import ChromaDir, VectorStore
+from photosearch.stores.vectors import VectorStore, open_vectors
 from photosearch.watching.handoff import hand_to_daemon
 
 if TYPE_CHECKING:
@@ -86,7 +86,8 @@ class Library:
         self.daemon_record = DaemonRecord(catalog)  # the daemon's start and last error, for `status`
         self.models = LoadedModels(config.model, catalog, embedder_factory, text_encoder_factory)
         self._store_instance: VectorStore | None = None
-        self._chroma = ChromaDir(config.chroma_dir)  # one Chroma client for the active and a reindex's collection
+        # One Chroma client (the data directory's or store.vectors' server) for the active and a reindex's collection.
+        self._chroma = open_vectors(config)
         # The writer lock, and one writing thread at a time. Shared stores take no lock file: several processes
         # write them at once, splitting the work through claims in the catalog (indexing/shared.py).
         self._writer = Writer(config.data_dir, lock_file=not config.store.shared)
@@ -364,6 +365,7 @@ class Library:
             catalog=self.catalog.describe(),
             catalog_bytes=self.catalog.size_bytes(),
             vectors_bytes=self._chroma.size_bytes(),
+            vectors_at=self._chroma.describe(),
             reindex=self._reindex_progress(),
             moved_roots=moved_roots(self.catalog, roots, offline),
         )

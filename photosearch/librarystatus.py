@@ -22,7 +22,8 @@ class LibraryStatus:
     model_matches: bool  # the index was built with the configured model.name (or nothing is indexed yet)
     data_dir: Path
     catalog_bytes: int
-    vectors_bytes: int
+    vectors_bytes: int | None  # None: the vectors are on a Chroma server, whose disk is not ours to sum
+    vectors_at: str = ""  # the embedded store's folder, or the server's URL, tenant and database
     catalog: str = ""  # where it is: the SQLite file, or the PostgreSQL URL without its password
     moved_roots: list[MovedRoot] = field(default_factory=list)  # missing roots whose photos turned up elsewhere
     reindex: tuple[str, int, int] | None = None  # a reindex under way: (its model, hashes done, hashes in all)
@@ -41,6 +42,7 @@ class LibraryStatus:
             "catalog": self.catalog,
             "catalog_bytes": self.catalog_bytes,
             "vectors_bytes": self.vectors_bytes,
+            "vectors_at": self.vectors_at,
             "moved_roots": [m.to_dict() for m in self.moved_roots],
             "reindex": self.reindex and dict(zip(("model", "done", "total"), self.reindex, strict=True)),
         }

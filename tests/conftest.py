@@ -1,12 +1,17 @@
-"""Shared fixtures: paths to ../shared, the real test photos, a tiny real CLIP model, and a real PostgreSQL server."""
+"""Shared fixtures: paths to ../shared, the real test photos, a tiny real CLIP model, and real PostgreSQL and
+Chroma servers."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from chromaserver import ChromaServer
 from pgserver import PostgresServer
+
+from photosearch.config import StoreConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -123,3 +128,47 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
+    """One `chroma run` per test process (per xdist worker), or PHOTOSEARCH_TEST_CHROMA's server. One that does
+    not start fails the tests that need it, with its log: the server backend is not optional."""
+    server = ChromaServer.from_env(tmp_path_factory.mktemp("chroma-server") / "data")
+    yield server
+    if not server.external:
+        server.stop()
+
+
+@pytest.fixture
+def chroma_store_config(chroma_server: ChromaServer) -> StoreConfig:
+    """store.vectors on the shared server, in a database of this test's own: no test sees another's collections."""
+    return StoreConfig(vectors=chroma_server.url, database=f"test_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture
+def own_chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
+    """A server for one test alone, to kill and restart (the fault tests)."""
+    server = ChromaServer(tmp_path / "chroma-server")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def shared_store(postgres_url: str, chroma_store_config: StoreConfig) -> dict[str, object]:
+    """Both stores on servers, of this test's own (a new PostgreSQL database, a new Chroma database): what
+    several machines share. As the [store] table of a config."""
+    return {"catalog": postgres_url, "vectors": chroma_store_config.vectors, "database": chroma_store_config.database}
+
+
+@pytest.fixture(params=["embedded", "servers"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test on both backends: the configs that tests/helpers.py makes put the stores in the data directory,
+    or on the servers (shared_store). A module opts in with ``pytestmark = pytest.mark.usefixtures("backend")``."""
+    from helpers import use_stores
+
+    store = StoreConfig() if request.param == "embedded" else StoreConfig(**request.getfixturevalue("shared_store"))
+    use_stores(store)
+    yield str(request.param)
+    use_stores(StoreConfig())

@@ -36,7 +36,10 @@ from photosearch.errors import (
     DataDirError,
     DataDirFullError,
     DataDirNotWritableError,
+    PhotosearchError,
     StoreError,
+    VectorStoreError,
+    VectorStoreUnavailableError,
 )
 
 FULL_BELOW = 1 << 20  # bytes left on the data directory's file system under which a failure is put down to it
@@ -264,3 +267,130 @@ def _one_line(exc: BaseException) -> str:
         text = _SQLALCHEMY_NOTE.sub("", str(exc)) if isinstance(exc, SQLAlchemyError) else str(exc)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+# -- a Chroma server (store.vectors) ------------------------------------------------------------------------------
+# Over HTTP the faults are not the data directory's but the network's and the server's. chromadb raises httpx's
+# exceptions as they are, its own ChromaError (with the HTTP code) for Chroma's JSON error replies, a bare
+# Exception carrying the body for any other error reply, and ValueError("Could not connect to a Chroma server")
+# when a client cannot be made. ChromaServer installs a response hook that turns a non-JSON error reply (a proxy's
+# 401, a web server's 404, a gateway's 502) into httpx.HTTPStatusError first, so its status survives.
+
+TRANSIENT_STATUS = frozenset({502, 503, 504})  # a gateway or load balancer with the server behind it not there yet
+CREDENTIALS_STATUS = frozenset({401, 403})
+
+
+def display_url(url: str) -> str:
+    """The URL as messages and `status` show it: without a user and password (they are credentials)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def unreachable(url: str, reason: str) -> VectorStoreUnavailableError:
+    return VectorStoreUnavailableError(
+        f"cannot reach the Chroma server at {display_url(url)} ({reason}): is `chroma run` running? "
+        "check store.vectors", transient=True,
+    )  # fmt: skip
+
+
+def refused_credentials(url: str, status: int) -> VectorStoreUnavailableError:
+    return VectorStoreUnavailableError(
+        f"the Chroma server at {display_url(url)} refused the credentials (HTTP {status}): check store.headers"
+    )
+
+
+def not_chroma(url: str, what: str) -> VectorStoreUnavailableError:
+    return VectorStoreUnavailableError(
+        f"{display_url(url)} does not answer like a Chroma server ({what}): check store.vectors "
+        "(the server's address, e.g. http://host:8000)"
+    )
+
+
+def http_status_fault(url: str, status: int, where: str) -> VectorStoreUnavailableError | None:
+    """What an error reply that is not Chroma's own means; None for a status that is no fault of the server's."""
+    if status in CREDENTIALS_STATUS:
+        return refused_credentials(url, status)
+    if status in TRANSIENT_STATUS:
+        return VectorStoreUnavailableError(
+            f"the Chroma server at {display_url(url)} is unavailable (HTTP {status} from it or a proxy in front of "
+            "it): is `chroma run` running behind it?", transient=True,
+        )  # fmt: skip
+    if status == 404 or status == 405:
+        return not_chroma(url, f"HTTP {status} at {where}")
+    return None
+
+
+def server_fault(exc: BaseException, url: str) -> VectorStoreError | None:
+    """The one line a failure to talk to the Chroma server at ``url`` becomes, or None if it is not one."""
+    import httpx
+
+    chain = list(_chain(exc))
+    for current in chain:
+        if isinstance(current, httpx.HTTPStatusError):
+            status = current.response.status_code
+            found = http_status_fault(url, status, current.request.url.path)
+            return found or VectorStoreError(f"the Chroma server at {display_url(url)} failed: HTTP {status}")
+        if isinstance(current, httpx.ConnectTimeout):
+            return unreachable(url, "no answer to connecting")
+        if isinstance(current, httpx.ConnectError):
+            return unreachable(url, _connect_reason(current))
+        if isinstance(current, httpx.TimeoutException):
+            return VectorStoreUnavailableError(
+                f"the Chroma server at {display_url(url)} did not answer in time ({type(current).__name__}): "
+                "is it overloaded or stuck? check the server", transient=True,
+            )  # fmt: skip
+        if isinstance(current, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+            return VectorStoreUnavailableError(
+                f"the Chroma server at {display_url(url)} dropped the connection ({_connect_reason(current)}): "
+                "did it stop or restart? is `chroma run` running?", transient=True,
+            )  # fmt: skip
+    chroma = sys.modules.get("chromadb.errors")
+    for current in chain:
+        if chroma is not None and isinstance(current, (chroma.ChromaAuthError, chroma.AuthorizationError)):
+            return refused_credentials(url, current.code())
+        if chroma is not None and isinstance(current, chroma.ChromaError) and current.code() in TRANSIENT_STATUS:
+            return http_status_fault(url, current.code(), "")
+        if isinstance(current, ValueError) and "could not connect to a chroma server" in str(current).lower():
+            return unreachable(url, "no answer")
+    return None
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """httpx's words for a socket failure, short: "[Errno 111] Connection refused" -> "connection refused"."""
+    text = _one_line(exc)
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
+    return (text or type(exc).__name__).lower()
+
+
+def raised_by_chroma(exc: BaseException) -> bool:
+    """Whether chromadb (or httpx under it) raised ``exc`` itself: its bare Exception for an error reply is a
+    fault to map, where the same type raised by our own code would be a bug to pass on."""
+    tb = exc.__traceback__
+    module = ""
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        tb = tb.tb_next
+    return module.split(".", 1)[0] in {"chromadb", "httpx", "httpcore"}
+
+
+@contextmanager
+def server_errors(url: str, failed: str) -> Iterator[None]:
+    """Run work against a Chroma server; what chromadb or httpx raise leaves as a typed error, chained."""
+    import httpx
+
+    try:
+        yield
+    except PhotosearchError:
+        raise
+    except Exception as exc:
+        fault = server_fault(exc, url)
+        if fault is not None:
+            raise fault from exc
+        if isinstance(exc, (httpx.HTTPError, *foreign_types())) or raised_by_chroma(exc):
+            raise VectorStoreError(f"{failed}: {_one_line(exc)}") from exc
+        raise

@@ -17,7 +17,7 @@ from photosearch.models.identity import ModelIdentity
 from photosearch.stores import generations
 from photosearch.stores.catalog import Catalog, PhotoRecord
 from photosearch.stores.generations import Generation
-from photosearch.stores.vectors import LEGACY_PREFIX, ChromaDir, VectorStore
+from photosearch.stores.vectors import LEGACY_PREFIX, ChromaPlace, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,14 @@ log = logging.getLogger(__name__)
 class Rebuild:
     """A reindex in progress: the target model's collection, filled hash by hash."""
 
-    def __init__(self, catalog: Catalog, chroma: ChromaDir, generation: Generation) -> None:
+    def __init__(self, catalog: Catalog, chroma: ChromaPlace, generation: Generation) -> None:
         self.catalog = catalog
         self.chroma = chroma
         self.generation = generation
         self.store = VectorStore.open(chroma, generation.collection, generation.model.to_dict())
 
     @classmethod
-    def resume_or_start(cls, catalog: Catalog, chroma: ChromaDir, model: ModelIdentity) -> Rebuild:
+    def resume_or_start(cls, catalog: Catalog, chroma: ChromaPlace, model: ModelIdentity) -> Rebuild:
         """The reindex under way if it is to ``model``; else a new one (one under way to another model is dropped)."""
         under_way = generations.target(catalog)
         if under_way is not None and under_way.model == model:
@@ -66,7 +66,7 @@ class Rebuild:
         return True
 
 
-def progress(catalog: Catalog, chroma: ChromaDir) -> tuple[Generation, int, int] | None:
+def progress(catalog: Catalog, chroma: ChromaPlace) -> tuple[Generation, int, int] | None:
     """The reindex under way, if any: its target, the indexed hashes it has, and all of them."""
     under_way = generations.target(catalog)
     if under_way is None:
@@ -79,7 +79,7 @@ def progress(catalog: Catalog, chroma: ChromaDir) -> tuple[Generation, int, int]
     return under_way, min(done, total), total
 
 
-def cancel(catalog: Catalog, chroma: ChromaDir) -> Generation | None:
+def cancel(catalog: Catalog, chroma: ChromaPlace) -> Generation | None:
     """Abandon the reindex under way: its record first, then its collection (freeing the space)."""
     under_way = generations.target(catalog)
     if under_way is not None:
@@ -88,7 +88,7 @@ def cancel(catalog: Catalog, chroma: ChromaDir) -> Generation | None:
     return under_way
 
 
-def tidy(catalog: Catalog, chroma: ChromaDir, active: Generation) -> None:
+def tidy(catalog: Catalog, chroma: ChromaPlace, active: Generation) -> None:
     """Drop the collections neither search nor a reindex uses (a cancelled reindex's, an older model's). Called
     by writers only, under the writer lock: a reindex records its collection before it creates it."""
     under_way = generations.target(catalog)
@@ -100,13 +100,12 @@ def tidy(catalog: Catalog, chroma: ChromaDir, active: Generation) -> None:
     chroma.drop([name for name in names if name not in keep])
 
 
-def _adopt_legacy(catalog: Catalog, chroma: ChromaDir, legacy: str, store: VectorStore) -> None:
+def _adopt_legacy(catalog: Catalog, chroma: ChromaPlace, legacy: str, store: VectorStore) -> None:
     """An index written before vectors were keyed by content (``photos_``: by photo id) keeps its vectors: each
     indexed photo's vector goes in under its hash, read in pages; nothing is embedded again."""
     offset, page, moved = 0, 5000, 0
     while True:
-        with chroma.read(legacy) as collection:
-            got = collection.get(include=["embeddings"], limit=page, offset=offset)
+        got = VectorStore(chroma, legacy).page(offset, page)
         records = catalog.records(int(i) for i in got["ids"])
         by_hash: dict[str, np.ndarray] = {}
         embeddings = got["embeddings"] if got["embeddings"] is not None else []

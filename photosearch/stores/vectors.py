@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -50,11 +50,69 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.collection_configuration import CreateHNSWConfiguration
     from chromadb.api.models.Collection import Collection
+    from chromadb.api.types import GetResult
+
+    from photosearch.config import Config
 
 PREFIX = "vectors_"  # collections keyed by content hash
 LEGACY_PREFIX = "photos_"  # collections keyed by photo id, written before content keys (stores/legacy.py)
 HNSW: CreateHNSWConfiguration = {"space": "cosine", "max_neighbors": 48, "ef_construction": 800, "ef_search": 768}
 MAX_BATCH = 5000  # under Chroma's max batch size for one add, update or delete (5461)
+
+T = TypeVar("T")
+
+
+class ChromaPlace(Protocol):
+    """Where the collections live, as the vector store, a reindex and `status` need it: the data directory's
+    embedded Chroma (ChromaDir) or a Chroma server (stores/chroma_server.py, ChromaServer)."""
+
+    def errors(self, doing: str = "read or write") -> AbstractContextManager[None]:
+        """Foreign exceptions inside leave as typed errors (stores/boundary.py)."""
+        ...
+
+    def describe(self) -> str:
+        """Where the vectors are, for `status` (never a credential)."""
+        ...
+
+    def call(self, work: Callable[[ClientAPI], T], *, write: bool = False) -> T:
+        """Run ``work`` with the client; ``write``: it writes (locked as a write, told to other readers). One
+        operation, idempotent: a server's transient fault runs it again."""
+        ...
+
+    def collection(self, name: str, create: Mapping[str, str | int] | None) -> Collection:
+        """The collection ``name`` (inside ``call``), created with the model's ``create`` metadata if missing."""
+        ...
+
+    def forget(self, name: str) -> None: ...
+
+    def names(self) -> list[str]: ...
+
+    def drop(self, names: Sequence[str]) -> None: ...
+
+    def size_bytes(self) -> int | None:
+        """The vectors' size on disk; None where it cannot be known (a server's)."""
+        ...
+
+
+def get_collection(client: ClientAPI, name: str, create: Mapping[str, str | int] | None) -> Collection:
+    """The collection ``name``; with ``create`` (the model's identity) made with today's HNSW settings if missing.
+    Without it a missing one raises: another process dropped it (a reindex switched), and the caller looks at the
+    catalog again."""
+    if create is not None:
+        return client.get_or_create_collection(
+            name, configuration={"hnsw": HNSW}, metadata=dict(create), embedding_function=None
+        )
+    return client.get_collection(name, embedding_function=None)
+
+
+def open_vectors(config: Config) -> ChromaPlace:
+    """The vectors' place the configuration names: store.vectors' server, else the embedded store in data_dir."""
+    store = config.store
+    if store.vectors is None:
+        return ChromaDir(config.chroma_dir)
+    from photosearch.stores.chroma_server import ChromaServer  # it imports this module
+
+    return ChromaServer(store.vectors, store.tenant, store.database, store.headers)
 
 
 @dataclass(frozen=True)
@@ -109,12 +167,7 @@ class ChromaDir:
         assert self._client is not None
         found = self._collections.get(name)
         if found is None:
-            if create is not None:
-                found = self._client.get_or_create_collection(
-                    name, configuration={"hnsw": HNSW}, metadata=dict(create), embedding_function=None
-                )
-            else:  # another process dropped it (a reindex switched): the caller looks at the catalog again
-                found = self._client.get_collection(name, embedding_function=None)
+            found = get_collection(self._client, name, create)
             self._collections[name] = found
         return found
 
@@ -141,15 +194,12 @@ class ChromaDir:
             os.utime(self._lock_path)  # tell readers in other processes to reload
             self._seen_generation = self._generation()
 
-    @contextmanager
-    def read(self, name: str) -> Iterator[Collection]:
-        with self.reading():
-            yield self.collection(name, None)
+    def call(self, work: Callable[[ClientAPI], T], *, write: bool = False) -> T:
+        with self.writing() if write else self.reading() as client:
+            return work(client)
 
-    @contextmanager
-    def write(self, name: str, create: Mapping[str, str | int] | None = None) -> Iterator[Collection]:
-        with self.writing():
-            yield self.collection(name, create)
+    def describe(self) -> str:
+        return str(self.directory)
 
     def names(self) -> list[str]:
         """The photosearch collections in this directory."""
@@ -166,7 +216,7 @@ class ChromaDir:
                 if name in present:
                     client.delete_collection(name)
 
-    def size_bytes(self) -> int:
+    def size_bytes(self) -> int | None:
         """The size on disk of the vector store (0 if there is none yet), without opening it."""
         total = 0
         for path in self.directory.rglob("*") if self.directory.is_dir() else ():
@@ -178,30 +228,41 @@ class ChromaDir:
 
 
 class VectorStore:
-    """One model's collection in a ChromaDir: content hash -> vector."""
+    """One model's collection in a ChromaDir or on a ChromaServer: content hash -> vector."""
 
-    def __init__(self, chroma: ChromaDir, name: str) -> None:
+    def __init__(self, chroma: ChromaPlace, name: str) -> None:
         self.chroma = chroma
         self._name = name
 
     @classmethod
-    def open(cls, chroma: ChromaDir, name: str, model_info: Mapping[str, str | int]) -> VectorStore:
+    def open(cls, chroma: ChromaPlace, name: str, model_info: Mapping[str, str | int]) -> VectorStore:
         """Open (or create) the collection ``name`` for the model ``model_info`` describes."""
         store = cls(chroma, name)
+
+        def settings(client: ClientAPI) -> dict[str, Any] | None:
+            if name not in {c.name for c in client.list_collections()}:
+                return None
+            return dict(chroma.collection(name, None).configuration.get("hnsw") or {})
+
+        def create(client: ClientAPI) -> None:
+            collection = chroma.collection(name, dict(model_info))
+            # ef_search is the one HNSW setting a built collection can change: an index made with an older
+            # default gets today's recall without a reindex (M and ef_construction stay as built).
+            if (collection.configuration.get("hnsw") or {}).get("ef_search") != HNSW["ef_search"]:
+                collection.modify(configuration={"hnsw": {"ef_search": HNSW["ef_search"]}})
+            chroma.forget(name)  # the loaded index keeps the old value until read afresh
+
         with chroma.errors("open"):
-            # Look first under the shared lock: a write (and the reload it causes in every other process) only
-            # happens when the collection is new or ef_search must change.
-            with chroma.reading() as client:
-                exists = name in {c.name for c in client.list_collections()}
-                hnsw = chroma.collection(name, None).configuration.get("hnsw") or {} if exists else {}
-            if not exists or hnsw.get("ef_search") != HNSW["ef_search"]:
-                with chroma.write(name, create=model_info) as collection:
-                    # ef_search is the one HNSW setting a built collection can change: an index made with an
-                    # older default gets today's recall without a reindex (M and ef_construction stay as built).
-                    if (collection.configuration.get("hnsw") or {}).get("ef_search") != HNSW["ef_search"]:
-                        collection.modify(configuration={"hnsw": {"ef_search": HNSW["ef_search"]}})
-                    chroma.forget(name)  # the loaded index keeps the old value until read afresh
+            # Look first as a reader: a write (and the reload it causes in every other process) only happens
+            # when the collection is new or ef_search must change.
+            hnsw = chroma.call(settings)
+            if hnsw is None or hnsw.get("ef_search") != HNSW["ef_search"]:
+                chroma.call(create, write=True)
         return store
+
+    def _run(self, work: Callable[[Collection], T], write: bool = False) -> T:
+        """One operation on this collection (tried again on a server's transient fault: each is idempotent)."""
+        return self.chroma.call(lambda _client: work(self.chroma.collection(self._name, None)), write=write)
 
     @property
     def name(self) -> str:
@@ -209,59 +270,66 @@ class VectorStore:
 
     def hnsw(self) -> dict[str, Any]:
         """The collection's HNSW settings as Chroma holds them (M and ef_construction as built)."""
-        with self.chroma.read(self._name) as collection:
-            return dict(collection.configuration.get("hnsw") or {})
+        return self._run(lambda collection: dict(collection.configuration.get("hnsw") or {}))
 
     def model_info(self) -> dict[str, Any]:
-        with self.chroma.read(self._name) as collection:
-            return dict(collection.metadata or {})
+        return self._run(lambda collection: dict(collection.metadata or {}))
 
     def count(self) -> int:
-        with self.chroma.read(self._name) as collection:
-            return collection.count()
+        return self._run(lambda collection: collection.count())
 
     def upsert(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         for start in range(0, len(keys), MAX_BATCH):
-            end = start + MAX_BATCH
-            with self.chroma.write(self._name) as collection:
-                collection.upsert(ids=list(keys[start:end]), embeddings=vectors[start:end].astype(np.float32))
+            self._upsert(list(keys[start : start + MAX_BATCH]), vectors[start : start + MAX_BATCH].astype(np.float32))
+
+    def _upsert(self, ids: list[str], batch: np.ndarray) -> None:  # one batch, one operation, one retry unit
+        self._run(lambda collection: collection.upsert(ids=ids, embeddings=batch), write=True)
 
     def vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(keys), MAX_BATCH):
-            with self.chroma.read(self._name) as collection:
-                got = collection.get(ids=list(keys[start : start + MAX_BATCH]), include=["embeddings"])
-            embeddings = got["embeddings"]
-            assert embeddings is not None
-            found.update((i, np.asarray(v, dtype=np.float32)) for i, v in zip(got["ids"], embeddings, strict=True))
+            found.update(self._vectors(list(keys[start : start + MAX_BATCH])))
         return found
+
+    def _vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        got = self._run(lambda collection: collection.get(ids=ids, include=["embeddings"]))
+        embeddings = got["embeddings"]
+        assert embeddings is not None
+        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], embeddings, strict=True)}
 
     def delete(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), MAX_BATCH):
-            with self.chroma.write(self._name) as collection:
-                collection.delete(ids=list(keys[start : start + MAX_BATCH]))
+            self._delete(list(keys[start : start + MAX_BATCH]))
+
+    def _delete(self, ids: list[str]) -> None:
+        self._run(lambda collection: collection.delete(ids=ids), write=True)
 
     def all_keys(self) -> set[str]:
         """Every key in the collection, read in pages so a million ids do not come back in one reply."""
         found: set[str] = set()
         offset, page = 0, 20_000
         while True:
-            with self.chroma.read(self._name) as collection:
-                got = collection.get(include=[], limit=page, offset=offset)
-            found.update(got["ids"])
-            if len(got["ids"]) < page:
+            ids = self._keys(offset, page)
+            found.update(ids)
+            if len(ids) < page:
                 return found
             offset += page
+
+    def _keys(self, offset: int, limit: int) -> list[str]:
+        return self._run(lambda collection: collection.get(include=[], limit=limit, offset=offset))["ids"]
+
+    def page(self, offset: int, limit: int) -> GetResult:
+        """Ids and vectors in Chroma's order, ``limit`` from ``offset`` (an old collection read through)."""
+        return self._run(lambda collection: collection.get(include=["embeddings"], limit=limit, offset=offset))
 
     def query(self, vector: np.ndarray, k: int, among: Sequence[str] | None = None) -> list[Hit]:
         """The k nearest vectors, or the k nearest of the keys ``among`` (Chroma filters inside the search)."""
         if k <= 0 or (among is not None and not among):
             return []
-        with self.chroma.read(self._name) as collection:
-            result = collection.query(
-                query_embeddings=vector.reshape(1, -1).astype(np.float32), n_results=k, include=["distances"],
-                ids=list(among) if among is not None else None,
-            )  # fmt: skip
+        ids = list(among) if among is not None else None
+        result = self._run(lambda collection: collection.query(
+            query_embeddings=vector.reshape(1, -1).astype(np.float32), n_results=k, include=["distances"], ids=ids,
+        ))  # fmt: skip
         distances = result["distances"]
         assert distances is not None
         return [Hit(i, 1.0 - float(d)) for i, d in zip(result["ids"][0], distances[0], strict=True)]
