@@ -43,7 +43,6 @@ def test_each_machine_sees_its_own_paths_and_nothing_is_embedded_twice(tmp_path)
         hits = library.search("anything", k=10)
         assert sorted(str(h.path) for h in hits) == sorted(str(laptop / p.relative_to(nas)) for p in nas.rglob("*.jpg"))
         assert library.photo_at(laptop / "sub" / "p0.jpg") is not None
-        assert library.photo_at(nas / "sub" / "p0.jpg") is None  # not a path of this machine
         # A move made on the laptop: detected by content hash, the vector kept.
         (laptop / "sub" / "p0.jpg").rename(laptop / "moved.jpg")
         report = library.index()
@@ -57,8 +56,9 @@ def test_each_machine_sees_its_own_paths_and_nothing_is_embedded_twice(tmp_path)
 
 
 def test_a_mapping_must_be_absolute_on_both_sides(tmp_path):
-    from photosearch.config import StoreConfig
     from pydantic import ValidationError
+
+    from photosearch.config import StoreConfig
 
     with pytest.raises(ValidationError, match="both absolute"):
         StoreConfig(paths={"/mnt/nas": "photos"})

@@ -177,12 +177,10 @@ class Catalog(RootChanges, HashQueries):
 
     # -- roots -----------------------------------------------------------------------------------------
     def add_root(self, path: Path) -> RootInfo:
+        """Remember a root (once: another machine adding the same folder at the same moment is no conflict)."""
         with self._session() as s, s.begin():
-            row = s.scalar(select(Root).where(Root.path == str(path)))
-            if row is None:
-                row = Root(path=str(path), added_at=_now())
-                s.add(row)
-                s.flush()
+            s.execute(insert_for(s, Root).values(path=str(path), added_at=_now()).on_conflict_do_nothing())
+            row = s.scalars(select(Root).where(Root.path == str(path))).one()
             return RootInfo(row.id, Path(row.path), row.added_at, row.last_indexed_at)
 
     def roots(self) -> list[RootInfo]:
