@@ -103,6 +103,10 @@ class _TqdmProgress:
         self._bar: Any = None
 
     def start(self, total: int) -> None:
+        if self._bar is not None:  # a run of several passes (shared stores): the same bar, a larger total
+            self._bar.total = total
+            self._bar.refresh()
+            return
         from tqdm import tqdm
 
         self._bar = tqdm(total=total, unit="photo", disable=not self._enabled or None, dynamic_ncols=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from photosearch.indexing.roots import (
     offline_roots,
     overview,
 )
-from photosearch.indexing.shared import SharedIndexer
+from photosearch.indexing.shared import SharedIndexer, heartbeat
 from photosearch.librarystatus import LibraryStatus as LibraryStatus  # re-exported: what status() gives
 from photosearch.locking import Writer
 from photosearch.models.embedder import load_embedder
@@ -241,13 +241,28 @@ class Library:
         """Writers only: drop collections nothing uses (rebuild.tidy), keeping an older index's vectors. On shared
         stores only while no other worker reindexes (its new collection is in use)."""
         active = generations.active(self.catalog)
-        if active is not None and self._take_reindex_lease():
-            rebuild.tidy(self.catalog, self._chroma, active)
+        if active is None:
+            return
+        with self._reindex_turn() as mine:
+            if mine:
+                rebuild.tidy(self.catalog, self._chroma, active)
 
-    def _take_reindex_lease(self) -> bool:
-        """Embedded stores: always (the writer lock is held). Shared: whether this worker holds ``reindex`` now,
-        which it keeps until it exits (the heartbeat renews it only during a run; it then expires by itself)."""
-        return not self.config.store.shared or self.claims.take(REINDEX_LEASE)
+    @contextmanager
+    def _reindex_turn(self) -> Iterator[bool]:
+        """Whether this process may change the collections (tidy, reindex) in the block. Embedded stores: yes (the
+        writer lock is held). Shared: if it holds the ``reindex`` lease, renewed meanwhile and given back after;
+        another worker holding it is the one reindexing."""
+        if not self.config.store.shared:
+            yield True
+            return
+        if not self.claims.take(REINDEX_LEASE):
+            yield False
+            return
+        try:
+            with heartbeat(self.claims):
+                yield True
+        finally:
+            self.claims.release(REINDEX_LEASE)
 
     def reindex(self, progress: Progress | None = None, should_stop: StopCheck = _never) -> IndexReport:
         """Rebuild every vector with the configured model (after changing model.name, say), beside the current
@@ -266,15 +281,16 @@ class Library:
         wanted = target is not None and target.model.matches(self.config.model.name)
         if self.stored_model() is None or not (start or wanted):
             return None  # nothing indexed yet (an index run embeds it all), or no reindex to carry on
-        if not self._take_reindex_lease():
-            log.info("another worker is reindexing the shared library: leaving the reindex to it")
-            return None
-        embedder = self.models.configured()
-        job = rebuild.Rebuild.resume_or_start(self.catalog, self._chroma, embedder.identity)
-        index = self.stores()
-        with index.journal("reindexing"):
-            report = Reindexer(index, job, lambda: embedder, self.roots(), self.config.index.max_image_pixels,
-                               should_stop).run(progress)  # fmt: skip
+        with self._reindex_turn() as mine:
+            if not mine:
+                log.info("another worker is reindexing the shared library: leaving the reindex to it")
+                return None
+            embedder = self.models.configured()
+            job = rebuild.Rebuild.resume_or_start(self.catalog, self._chroma, embedder.identity)
+            index = self.stores()
+            with index.journal("reindexing"):
+                report = Reindexer(index, job, lambda: embedder, self.roots(), self.config.index.max_image_pixels,
+                                   should_stop).run(progress)  # fmt: skip
         if report.complete:
             self.models.switched_to(embedder)  # the index's model now; store() and the text encoder follow
         return report

@@ -18,6 +18,8 @@ from photosearch.models.embedder import load_embedder
 from photosearch.models.identity import ModelIdentity
 from photosearch.models.protocols import Embedder, ImageModel, TextModel
 from photosearch.stores.catalog import Catalog
+from photosearch.stores.claims import RUN_PREFIX, Claims, worker_name
+from photosearch.stores.index import JOURNAL_KEY
 from photosearch.stores.schema import PhotoStatus
 
 
@@ -130,6 +132,24 @@ def make_config(data_dir: Path, model_dir: Path, **index: object) -> Config:
         index={**index},  # type: ignore[arg-type]
         store=_stores[0],
     )
+
+
+def leave_as_killed(library: Library) -> None:
+    """What a run killed mid-write leaves behind: on the embedded stores the run journal set; on shared stores a
+    worker's run lease that expired (it stopped renewing it)."""
+    if library.config.store.shared:
+        dead = Claims(library.catalog, worker_name("killed"), lease=5)
+        dead.take(RUN_PREFIX + dead.worker)
+        dead.expire(RUN_PREFIX + dead.worker)
+    else:
+        library.catalog.set_meta({JOURNAL_KEY: "running pid=1"})
+
+
+def run_left_unfinished(library: Library) -> bool:
+    """Whether the last run stopped midway, as the next run will see it (leave_as_killed's two forms)."""
+    if library.config.store.shared:
+        return bool(library.claims.dead_runs())
+    return library.catalog.get_meta(JOURNAL_KEY) is not None
 
 
 def assert_stores_agree(library: Library) -> set[int]:

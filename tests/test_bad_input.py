@@ -10,6 +10,8 @@ from PIL import Image
 
 from photosearch.library import Library
 
+pytestmark = pytest.mark.usefixtures("backend")  # every test on the embedded stores and on servers
+
 
 def _reasons(library: Library) -> dict[str, str]:
     return {path.name: reason for path, reason in library.failures()}

@@ -8,11 +8,21 @@ import time
 
 import numpy as np
 import pytest
-from helpers import Counted, CountingEmbedder, assert_stores_agree, make_config, make_photo
+from helpers import (
+    Counted,
+    CountingEmbedder,
+    assert_stores_agree,
+    leave_as_killed,
+    make_config,
+    make_photo,
+    run_left_unfinished,
+)
 
 from photosearch.errors import LibraryRootError
 from photosearch.indexing import examine, pipeline
 from photosearch.library import Library
+
+pytestmark = pytest.mark.usefixtures("backend")  # every test on the embedded stores and on servers
 
 
 @pytest.fixture
@@ -156,7 +166,7 @@ def test_interrupted_run_converges_without_duplicates(library, lib_dir, counted,
     counted.fail_after_batches = 1
     with pytest.raises(KeyboardInterrupt):
         library.index([lib_dir])
-    assert library.catalog.get_meta("run_state") is not None  # the journal says the run did not finish
+    assert run_left_unfinished(library)  # the journal (or the run's lease) says the run did not finish
     again = Counted()
     with Library.open(make_config(tmp_path / "data", tiny_model_dir), embedder_factory=again) as lib2:
         report = lib2.index()
@@ -175,7 +185,7 @@ def test_stores_converge_after_vectors_and_rows_disagree(library, lib_dir):
     library.store().delete([library.catalog.get(ids[0]).content_hash])  # indexed row, vector lost
     vec = library.stores().photo_vectors([ids[1]])[ids[1]]
     library.store().upsert(["f" * 32], vec[None, :])  # vector without a row
-    library.catalog.set_meta({"run_state": "running pid=1"})  # as a killed run leaves it
+    leave_as_killed(library)
     report = library.index()
     assert report.reconciled and report.embedded == 1
     assert len(assert_stores_agree(library)) == 9

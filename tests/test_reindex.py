@@ -21,6 +21,8 @@ from photosearch.library import Library
 from photosearch.models.identity import ModelIdentity
 from photosearch.stores.vectors import LEGACY_PREFIX, VectorStore
 
+pytestmark = pytest.mark.usefixtures("backend")  # every test on the embedded stores and on servers
+
 DISTINCT, COPIES = 30, 5
 
 

@@ -11,6 +11,8 @@ from photosearch.errors import LibraryRootError
 from photosearch.indexing.indexer import JOURNAL_KEY
 from photosearch.library import Library
 
+pytestmark = pytest.mark.usefixtures("backend")  # every test on the embedded stores and on servers
+
 
 @pytest.fixture
 def counted():

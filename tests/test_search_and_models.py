@@ -10,6 +10,8 @@ from PIL import Image
 from photosearch.errors import InvalidQueryError, ModelMismatchError
 from photosearch.library import Library
 
+pytestmark = pytest.mark.usefixtures("backend")  # every test on the embedded stores and on servers
+
 
 @pytest.fixture
 def lib_dir(tmp_path):

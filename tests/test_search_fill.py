@@ -21,6 +21,8 @@ from photosearch.models.protocols import ImageModel, TextModel
 from photosearch.stores.schema import PhotoStatus
 from photosearch.stores.vectors import VectorStore
 
+pytestmark = pytest.mark.usefixtures("backend")  # every test on the embedded stores and on servers
+
 STEP = 0.03  # radians between neighbouring photos: 40 photos span 1.2 rad, so cos falls with r throughout
 PHOTOS = 40
 QUERY = "the planted direction"

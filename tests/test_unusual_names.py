@@ -22,6 +22,8 @@ from photosearch.library import Library
 from photosearch.pathtext import display, from_text, to_text
 from photosearch.serving.httpapi import create_app
 
+pytestmark = pytest.mark.usefixtures("backend")  # every test on the embedded stores and on servers
+
 # name as the OS gives it -> how a person sees it
 NAMES = {
     os.fsdecode(b"caf\xe9.jpg"): "caf\\xe9.jpg",  # Latin-1, as written by an old Windows share

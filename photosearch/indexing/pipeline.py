@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -101,9 +101,13 @@ class Run:
         self.progress: Progress = NoProgress()
         self.gate = _Gate()
 
-    def process(self, work: list[Work], progress: Progress) -> None:
+    def process(self, work: Iterable[Work], progress: Progress, total: int | None = None) -> None:
+        """Process the work; ``total`` for the progress bar when ``work`` is a stream (claims, taken as it goes)."""
         self.progress = progress
-        progress.start(len(work))
+        if total is None:
+            assert isinstance(work, Sized), "a stream of work comes with its total"
+            total = len(work)
+        progress.start(total)
         window: deque[Future[Outcome]] = deque()
         pending = iter(work)
         with ThreadPoolExecutor(max_workers=decode_workers(), thread_name_prefix="decode") as pool:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 class Progress(Protocol):
-    def start(self, total: int) -> None: ...
+    def start(self, total: int) -> None: ...  # may come again with a larger total: the same run, more work found
     def advance(self, n: int = 1) -> None: ...
 
 

@@ -77,12 +77,14 @@ class SharedIndexer:
         return report
 
     def _sweep_after_dead_workers(self) -> bool:
+        """Sweep the stores after a worker died mid-run (its ``run:`` lease expired), or when no other worker runs
+        and the vector count disagrees with the indexed contents (a vector lost behind our back)."""
         dead = self._claims.dead_runs()
-        if not dead:
+        if not dead and (self._claims.others_running() or self._index.counts_agree()):
             return False
         orphans, lost = self._index.sweep()
-        log.warning("%d worker(s) stopped mid-run: %d vectors without a photo deleted, %d photos queued again",
-                    len(dead), orphans, lost)  # fmt: skip
+        why = f"{len(dead)} worker(s) stopped mid-run" if dead else "the vectors and the catalog disagree"
+        log.warning("%s: %d vectors without a photo deleted, %d photos queued again", why, orphans, lost)
         self._claims.forget(dead)
         return True
 
@@ -142,19 +144,30 @@ class _Session:
         self._run(plan.missing, queue_only=True).process(plan.work, self.progress)
 
     def embed_claimed(self) -> bool:
-        """Claim a batch of queued photos and embed them; False when none was free to claim."""
+        """Embed queued photos, claiming a batch at a time as the pipeline's decode-ahead window asks for more
+        (one stream: the model never waits for a claim batch to drain); False when none was free to claim."""
         self._stop_if_asked()
         claims = self.owner._claims
-        claimed = claims.claim(list(self.roots), self.batch)
-        if not claimed:
+        first = claims.claim(list(self.roots), self.batch)
+        if not first:
             return False
+        held: list[int] = []
+
+        def stream() -> Iterator[Work]:
+            batch = first
+            while batch:
+                held.extend(c.state.id for c in batch)
+                yield from (self._work(c) for c in batch)
+                batch = claims.claim(list(self.roots), self.batch)
+
         try:
-            self._run([], claimed=True).process([self._work(c) for c in claimed], self.progress)
+            total = claims.pending(list(self.roots))  # at most: others claim some of it meanwhile
+            self._run([], claimed=True).process(stream(), self.progress, total)
         finally:
             try:
-                claims.unclaim([c.state.id for c in claimed])
+                claims.unclaim(held)  # done rows are no longer claimed (set_indexed); the rest goes back
             except PhotosearchError as exc:  # the catalog is gone: the claims expire by themselves
-                log.warning("could not give back %d claims: %s", len(claimed), exc)
+                log.warning("could not give back %d claims: %s", len(held), exc)
         return True
 
     def _work(self, claimed: Claimed) -> Work:
@@ -182,17 +195,11 @@ class _Total:
 
     def __init__(self, inner: Progress) -> None:
         self._inner = inner
-        self._total: int | None = None
+        self._total = 0
 
     def start(self, total: int) -> None:
-        if self._total is None:
-            self._total = total
-            self._inner.start(total)
-        else:
-            self._total += total
-            grow = getattr(self._inner, "grow", None)
-            if grow is not None:
-                grow(self._total)
+        self._total += total
+        self._inner.start(self._total)  # again, with the larger total: Progress.start's contract
 
     def advance(self, n: int = 1) -> None:
         self._inner.advance(n)
@@ -214,12 +221,20 @@ def heartbeat(claims: Claims) -> Iterator[None]:
 
     thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
     thread.start()
+    finished = False
     try:
         yield
+        finished = True
     finally:
         stop.set()
         thread.join()
         try:
-            claims.release(name)
+            # A run that stopped midway (an error, Ctrl-C) may have written a vector and not its row: its lease
+            # ends as a dead worker's does, so the next run sweeps. A cancelled run (IndexCancelled) wrote its
+            # batch in flight, but is swept too: cheap, and no special case.
+            if finished:
+                claims.release(name)
+            else:
+                claims.expire(name)
         except PhotosearchError as exc:
             log.warning("could not release this worker's lease (it expires by itself): %s", exc)

@@ -109,7 +109,11 @@ class Catalog(RootChanges, HashQueries):
 
     @classmethod
     def open(
-        cls, url: str | Path, data_dir: Path | None = None, *, retry_delays: Sequence[float] = RETRY_DELAYS,
+        cls,
+        url: str | Path,
+        data_dir: Path | None = None,
+        *,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
         paths: Mapping[str, str] | None = None,
     ) -> Catalog:
         """Open (creating and migrating if needed) the catalog at ``url``: a SQLAlchemy URL (sqlite:///file or

@@ -104,6 +104,21 @@ class Claims:
             query = select(Lease.name).where(Lease.name.startswith(RUN_PREFIX), Lease.expires_at < now)
             return list(s.scalars(query))
 
+    def others_running(self) -> bool:
+        """Whether another worker's ``run:`` lease is alive: it may be writing between the stores right now."""
+        now = self.now()
+        with self._catalog.session() as s:
+            query = select(Lease.name).where(
+                Lease.name.startswith(RUN_PREFIX), Lease.expires_at >= now, Lease.holder != self.worker
+            )
+            return s.scalars(query.limit(1)).first() is not None
+
+    def expire(self, name: str) -> None:
+        """End a lease of ours as if its worker had died (a run that failed midway): the next run checks the
+        stores, as after a kill."""
+        with self._catalog.session() as s, s.begin():
+            s.execute(update(Lease).where(Lease.name == name, Lease.holder == self.worker).values(expires_at=0.0))
+
     def forget(self, names: Sequence[str]) -> None:
         """Drop expired leases (a dead worker's ``run:`` lease, once its leftovers are swept)."""
         now = self.now()

@@ -88,8 +88,12 @@ class Index:
     def journal(self, what: str) -> AbstractContextManager[None]:
         return journal(self.catalog, what)
 
+    def counts_agree(self) -> bool:
+        """One vector per indexed content: cheap (two counts), and what a lost or orphan vector breaks."""
+        return self._vectors().count() == self.catalog.indexed_hash_count()
+
     def reconcile_if_needed(self) -> bool:
-        if self.catalog.get_meta(JOURNAL_KEY) is None and self._vectors().count() == self.catalog.indexed_hash_count():
+        if self.catalog.get_meta(JOURNAL_KEY) is None and self.counts_agree():
             return False
         self.reconcile()
         return True
