@@ -40,10 +40,16 @@ class CatalogError(StoreError):
 
 class CatalogUnavailableError(CatalogError):
     """The PostgreSQL server holding the catalog cannot be reached, refuses the login, lacks the database, or went
-    away mid-run; the catalog is intact, and the same command succeeds once the cause is gone."""
+    away mid-run; the catalog is intact, and the same command succeeds once the cause is gone. ``transient``: the
+    kind of fault that waiting may cure (refused, restarting, the connection lost), not a login or a database
+    that is wrong."""
 
     exit_code = 69  # EX_UNAVAILABLE
     http_status = 503
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class CatalogTooNewError(CatalogError):

@@ -16,6 +16,7 @@ import numpy as np
 from helpers import HashEmbedder
 
 from photosearch.config import Config, ModelConfig, StoreConfig
+from photosearch.errors import PhotosearchError
 from photosearch.library import Library
 
 
@@ -44,11 +45,19 @@ def shared_config(data_dir: Path, store: dict[str, object], batch_size: int = 8)
 
 def index_worker(data_dir: str, store_json: str, seen_file: str, roots_json: str, delay: float = 0.01) -> None:
     """Index the roots on the shared stores, then print the report as JSON on stdout."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(process)d %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(process)d %(name)s: %(message)s"))
+    logging.getLogger("photosearch").addHandler(handler)
+    logging.getLogger("photosearch").setLevel(logging.INFO)
     config = shared_config(Path(data_dir), json.loads(store_json))
     embedder = SlowHashEmbedder(Path(seen_file), delay)
-    with Library.open(config, embedder_factory=lambda _config: embedder) as library:
-        report = library.index([Path(p) for p in json.loads(roots_json)])
+    try:
+        with Library.open(config, embedder_factory=lambda _config: embedder) as library:
+            report = library.index([Path(p) for p in json.loads(roots_json)])
+    except PhotosearchError as exc:  # as the CLI reports it (cli.main): one line, the error's exit code
+        Path(seen_file).write_text(json.dumps(dict(embedder.seen)))
+        print(f"photosearch: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     Path(seen_file).write_text(json.dumps(dict(embedder.seen)))
     print(json.dumps({"new": report.new, "embedded": report.embedded, "reused": report.reused,
                       "queued": report.queued, "reconciled": report.reconciled}))  # fmt: skip

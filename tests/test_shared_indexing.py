@@ -16,6 +16,7 @@ import pytest
 from helpers import make_photo
 from shared_workers import shared_config, worker_command
 
+from photosearch.indexing.shared import RECOVERY_DELAYS
 from photosearch.library import Library
 from photosearch.stores.schema import PhotoStatus
 
@@ -100,3 +101,60 @@ def test_a_worker_killed_mid_batch_loses_nothing(tmp_path, library_folder, share
     report = _finish(_start(tmp_path, "after", store, library_folder, delay=0), tmp_path, "after")
     assert report["reconciled"] is True and report["embedded"] == 0
     _check_library(tmp_path, store)
+
+
+def _wait_embedded(base: Path, name: str, proc: subprocess.Popen[str], at_least: int) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while sum(_seen(base, name).values()) < at_least:
+        assert proc.poll() is None and time.monotonic() < deadline, "the worker finished before the fault"
+        time.sleep(0.05)
+
+
+def _embedded_twice(base: Path, *names: str) -> int:
+    return sum(sum(_seen(base, name).values()) for name in names) - PHOTOS
+
+
+def test_the_chroma_server_killed_and_restarted_mid_run(tmp_path, library_folder, postgres_url, own_chroma_server):
+    """Killed with SIGKILL mid-batch and back a few seconds later: the run waits for it and carries on."""
+    store = {"catalog": postgres_url, "vectors": own_chroma_server.url}
+    worker = _start(tmp_path, "w", store, library_folder, delay=0.05)
+    _wait_embedded(tmp_path, "w", worker, 200)
+    own_chroma_server.stop(kill=True)
+    time.sleep(3)
+    own_chroma_server.start()
+    report = _finish(worker, tmp_path, "w")
+    assert int(report["embedded"]) >= PHOTOS and 0 <= _embedded_twice(tmp_path, "w") <= 16
+    log = (tmp_path / "w.log").read_text()
+    assert "trying again in" in log and own_chroma_server.url in log  # it said what it waited for
+    _check_library(tmp_path, store)
+
+
+def test_a_server_gone_for_good_stops_the_run_in_one_line_and_the_next_run_finishes(
+    tmp_path, library_folder, postgres_url, own_chroma_server
+):
+    store = {"catalog": postgres_url, "vectors": own_chroma_server.url}
+    worker = _start(tmp_path, "w", store, library_folder, delay=0.05)
+    _wait_embedded(tmp_path, "w", worker, 200)
+    own_chroma_server.stop(kill=True)
+    _, _ = worker.communicate(timeout=DEADLINE)  # gives up after its retries (about half a minute)
+    errors = [line for line in (tmp_path / "w.log").read_text().splitlines() if line.startswith("photosearch:")]
+    assert worker.returncode == 69 and len(errors) == 1, errors
+    assert own_chroma_server.url in errors[0] and "Traceback" not in (tmp_path / "w.log").read_text()
+    own_chroma_server.start()
+    report = _finish(_start(tmp_path, "again", store, library_folder, delay=0), tmp_path, "again")
+    assert report["reconciled"] is True  # the stopped run's lease expired at once: the stores were swept
+    # Each retry embeds its claimed batch (16) again before the write fails: 6 tries, and the next run's batch.
+    assert 0 <= _embedded_twice(tmp_path, "w", "again") <= 16 * (len(RECOVERY_DELAYS) + 2)
+    _check_library(tmp_path, store)
+
+
+def test_postgresql_restarted_mid_run(tmp_path, library_folder, shared_store, postgres_server):
+    """PostgreSQL stopped (its connections told 57P01) and started again: the run reconnects and carries on."""
+    worker = _start(tmp_path, "w", shared_store, library_folder, delay=0.05)
+    _wait_embedded(tmp_path, "w", worker, 200)
+    postgres_server.stop()
+    time.sleep(2)
+    postgres_server.start()
+    _finish(worker, tmp_path, "w")
+    assert 0 <= _embedded_twice(tmp_path, "w") <= 16
+    _check_library(tmp_path, shared_store)

@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from photosearch.config import Config
-from photosearch.errors import PhotosearchError
+from photosearch.errors import CatalogUnavailableError, PhotosearchError, VectorStoreUnavailableError
 from photosearch.indexing.indexer import record_scan_problems, write_renames
 from photosearch.indexing.pipeline import Run
 from photosearch.indexing.planner import Scope, Work, make_plan
@@ -39,6 +40,8 @@ from photosearch.stores.index import Index
 
 log = logging.getLogger(__name__)
 WAIT = 0.5  # seconds between looks at the queue while other workers hold what is left
+RECOVERY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)  # seconds before each retry of a step after a transient server fault
+T = TypeVar("T")
 
 
 class SharedIndexer:
@@ -60,8 +63,9 @@ class SharedIndexer:
         started = time.monotonic()
         report = IndexReport()
         with heartbeat(self._claims):
-            report.reconciled = self._sweep_after_dead_workers()
-            _Session(self, roots, report, _Total(progress or NoProgress()), should_stop).run(scope, settle)
+            session = _Session(self, roots, report, _Total(progress or NoProgress()), should_stop)
+            report.reconciled = session.recovering(self._sweep_after_dead_workers)
+            session.run(scope, settle)
         report.seconds = time.monotonic() - started
         log.info("shared index run (%s): %s", self._claims.worker, report.summary())
         return report
@@ -101,27 +105,48 @@ class _Session:
         self.batch = 2 * owner._config.model.batch_size  # claimed at a time: the decode-ahead window's worth
 
     def run(self, scope: Scope | None, settle: float | None) -> None:
-        claims = self.owner._claims
         if scope is not None:  # a few changed paths: no lease (a rescan of the same paths is harmless)
-            self._scan(list(self.roots.values()), scope, settle)
-            while self.embed_claimed():
+            self.recovering(lambda: self._scan(list(self.roots.values()), scope, settle))
+            while self.recovering(self.embed_claimed):
                 pass
             return
         unscanned = dict(self.roots)
-        while True:
-            self._stop_if_asked()
-            for root in list(unscanned.values()):
-                if claims.take(f"scan:{root.id}"):
-                    try:
-                        self._scan([root], None, settle)
-                    finally:
-                        claims.release(f"scan:{root.id}")
-                    del unscanned[root.id]
-            if self.embed_claimed():
-                continue
-            if not unscanned and not claims.pending(list(self.roots)):
-                return
-            time.sleep(WAIT)  # the rest is claimed by others, or their scans are still queueing it
+        while (state := self.recovering(lambda: self._step(unscanned, settle))) != "done":
+            if state == "idle":
+                time.sleep(WAIT)  # the rest is claimed by others, or their scans are still queueing it
+
+    def _step(self, unscanned: dict[int, RootInfo], settle: float | None) -> str:
+        """Scan the roots whose scan lease is free, then embed what can be claimed: "busy" when it embedded
+        (look again at once), "done" when every root is scanned and nothing of them is queued, else "idle"."""
+        self._stop_if_asked()
+        claims = self.owner._claims
+        for root in list(unscanned.values()):
+            if claims.take(f"scan:{root.id}"):
+                try:
+                    self._scan([root], None, settle)
+                finally:
+                    claims.release(f"scan:{root.id}")
+                del unscanned[root.id]
+        if self.embed_claimed():
+            return "busy"
+        return "done" if not unscanned and not claims.pending(list(self.roots)) else "idle"
+
+    def recovering(self, step: Callable[[], T]) -> T:
+        """Run one step again after a transient server fault (a restart, a dropped connection), waiting longer
+        each time, for about half a minute; then the fault stops the run, with its one-line message. Every step
+        can be run again: what it wrote is in the stores' safe order, its own claims it claims again."""
+        for delay in (*RECOVERY_DELAYS, None):
+            try:
+                return step()
+            except (CatalogUnavailableError, VectorStoreUnavailableError) as exc:
+                if delay is None or not exc.transient:
+                    raise
+                log.warning("%s; trying again in %.0f s", exc, delay)
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline:
+                    self._stop_if_asked()
+                    time.sleep(min(0.2, delay))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _stop_if_asked(self) -> None:
         if self.should_stop():
@@ -148,7 +173,7 @@ class _Session:
         (one stream: the model never waits for a claim batch to drain); False when none was free to claim."""
         self._stop_if_asked()
         claims = self.owner._claims
-        first = claims.claim(list(self.roots), self.batch)
+        first = claims.claim(list(self.roots), self.batch, again=True)
         if not first:
             return False
         held: list[int] = []

@@ -150,7 +150,8 @@ def _pg_error(chain: list[BaseException], server: str) -> CatalogUnavailableErro
         return None
     text = next(str(e) for e in chain if _is_psycopg(e))
     named = _DATABASE_NAMED.search(text)
-    return CatalogUnavailableError(fault.message(server, _pg_reason(text), named.group(1) if named else "?"))
+    message = fault.message(server, _pg_reason(text), named.group(1) if named else "?")
+    return CatalogUnavailableError(message, transient=fault.transient)
 
 
 def _pg_reason(text: str) -> str:

@@ -126,10 +126,14 @@ class Claims:
             s.execute(delete(Lease).where(Lease.name.in_(list(names)), Lease.expires_at < now))
 
     # -- claims ----------------------------------------------------------------------------------------
-    def claim(self, root_ids: Sequence[int], limit: int) -> list[Claimed]:
-        """Claim up to ``limit`` pending rows of these roots that nobody holds (or whose claim expired)."""
+    def claim(self, root_ids: Sequence[int], limit: int, again: bool = False) -> list[Claimed]:
+        """Claim up to ``limit`` pending rows of these roots that nobody else holds (or whose claim expired);
+        ``again``: this worker's own claims too, those a batch that failed midway (a server fault) could not give
+        back (never while a batch of its claims is in flight: it would get them twice)."""
         now = self.now()
         free = or_(Photo.claimed_until.is_(None), Photo.claimed_until < now)
+        if again:
+            free = or_(free, Photo.claimed_by == self.worker)
         pick = (
             select(Photo.id)
             .where(Photo.status == PhotoStatus.PENDING, Photo.root_id.in_(list(root_ids)), free)
