@@ -15,6 +15,7 @@ from pgserver import PASSWORD
 
 from photosearch.config import StoreConfig
 from photosearch.errors import LibraryBusyError, StoreCopyError
+from photosearch.indexing.report import IndexCancelled
 from photosearch.library import Library
 from photosearch.locking import WriterLock
 from photosearch.stores import generations
@@ -122,6 +123,30 @@ def test_the_first_resumed_run_copies_only_what_was_left(tmp_path, postgres_url,
             source.copy_to(target, StopAfter("vectors", 3), page=5)
         report = source.copy_to(target, page=5)
     assert report.verified and (report.vectors_skipped, report.vectors_copied) == (15, 15)
+
+
+class SmallBatches(HashEmbedder):
+    preferred_batch_size = 4  # a reindex stops between batches
+
+
+def test_a_reindex_under_way_is_copied_and_carries_on_there(tmp_path, postgres_url, chroma_store_config):
+    embedder = SmallBatches()
+    data, _ = build_library(tmp_path, range(20))
+    target = target_store(postgres_url, chroma_store_config)
+    with open_on(data, None, embedder) as source:
+        with pytest.raises(IndexCancelled):
+            source.reindex(should_stop=lambda: embedder.images >= 8)
+        under_way = source.status().reindex
+        assert under_way is not None and under_way[1] == 8
+        hnsw = source.store().hnsw()
+        report = source.copy_to(target)
+    reindexing = generations.target(source.catalog)
+    assert reindexing is not None and report.vectors == {source.store().name: 20, reindexing.collection: 8}
+    with open_on(tmp_path / "elsewhere", target, embedder) as copy:
+        assert copy.status().reindex == under_way and copy.store().hnsw() == hnsw
+        copy.reindex()  # there it carries on: only the 12 contents the new collection lacks are embedded
+        assert embedder.images == 8 + 12 and copy.status().reindex is None
+        assert_stores_agree(copy)
 
 
 def test_a_target_holding_another_library_is_refused(tmp_path, postgres_url, chroma_store_config):
