@@ -26,8 +26,9 @@ from photosearch.stores.schema import PhotoStatus
 def build_library(base: Path, seeds: range = range(30)) -> tuple[Path, HashEmbedder]:
     """An embedded library of two roots: distinct photos, a byte-identical duplicate and a broken file."""
     a, b = base / "A", base / "B"
-    for seed in seeds:
-        make_photo((a if seed % 2 else b / "trip") / f"p{seed}.jpg", seed=seed)
+    for seed in seeds:  # the first with a name that is not UTF-8: stored losslessly, copied as stored
+        name = os.fsdecode(b"caf\xe9.jpg") if seed == seeds[0] else f"p{seed}.jpg"
+        make_photo((a if seed % 2 else b / "trip") / name, seed=seed)
     shutil.copy(a / f"p{seeds[1]}.jpg", b / "dup.jpg")
     (b / "broken.jpg").write_bytes(b"not a photo")
     embedder = HashEmbedder()
@@ -69,6 +70,9 @@ def test_a_copy_is_the_same_library_on_the_servers(tmp_path, postgres_url, chrom
     embedded = embedder.images
     target = target_store(postgres_url, chroma_store_config)
     with open_on(data, None, embedder) as source:
+        moved = (tmp_path / "A" / "to.jpg", tmp_path / "A" / "from.jpg", False)
+        source.queue.put([moved, (tmp_path / "B", None, True)], debounce=5.0)  # the daemon's work, copied too
+        queued = source.queue.due(float("inf"), 10)
         before = source.search("x", k=10)
         records = source.catalog.records(range(1, 1000))
         counts = source.catalog.counts()
@@ -86,7 +90,10 @@ def test_a_copy_is_the_same_library_on_the_servers(tmp_path, postgres_url, chrom
         assert [(h.id, h.path) for h in after] == [(h.id, h.path) for h in before]
         assert all(abs(a.score - b.score) < 1e-5 for a, b in zip(after, before, strict=True))
         assert embedder.images == embedded
+        assert copy.queue.due(float("inf"), 10) == queued and len(queued) == 2
 
+        (tmp_path / "C").mkdir()
+        assert [r.id for r in copy.add_roots([tmp_path / "C"])] == [3]  # ids after the copied ones
         make_photo(tmp_path / "A" / "new.jpg", seed=999)
         copy.index(settle=0)  # a new photo on the target takes the next id, colliding with none
         new = copy.photo_at(tmp_path / "A" / "new.jpg")
@@ -123,6 +130,24 @@ def test_the_first_resumed_run_copies_only_what_was_left(tmp_path, postgres_url,
             source.copy_to(target, StopAfter("vectors", 3), page=5)
         report = source.copy_to(target, page=5)
     assert report.verified and (report.vectors_skipped, report.vectors_copied) == (15, 15)
+
+
+def test_paths_are_copied_as_stored_past_the_path_mapping(tmp_path, postgres_url, chroma_store_config):
+    """A library whose folders are mapped (store.paths: as the catalog knows them -> this machine's mount) keeps
+    its stored paths: the other machines that share the copy know the folders by those."""
+    mapped = StoreConfig(paths={"/mnt/photos": str(tmp_path)})
+    make_photo(tmp_path / "A" / "p.jpg", seed=1)
+    embedder = HashEmbedder()
+    with open_on(tmp_path / "data", mapped, embedder) as source:
+        source.index([tmp_path / "A"], settle=0)
+        local = source.catalog.records([1])
+        source.copy_to(target_store(postgres_url, chroma_store_config))
+    assert local[1].path == tmp_path / "A" / "p.jpg"
+    with open_on(tmp_path / "elsewhere", target_store(postgres_url, chroma_store_config), embedder) as unmapped:
+        assert unmapped.catalog.records([1])[1].path == Path("/mnt/photos/A/p.jpg")
+    both = target_store(postgres_url, chroma_store_config).model_copy(update={"paths": mapped.paths})
+    with open_on(tmp_path / "elsewhere", both, embedder) as copy:
+        assert copy.catalog.records([1]) == local
 
 
 class SmallBatches(HashEmbedder):
