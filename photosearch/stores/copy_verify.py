@@ -62,13 +62,13 @@ def refuse_another_library(source: Stores, target: Stores) -> None:
             raise StoreCopyError(
                 f"the vectors at {target.vectors.describe()} hold another library (collection {name}){_ANOTHER}"
             )
-        theirs, mine = VectorStore(target.vectors, name), VectorStore(source.vectors, name)
-        if collection_settings(theirs)[0] != mine.model_info():
+        copied, original = VectorStore(target.vectors, name), VectorStore(source.vectors, name)
+        if collection_settings(copied)[0] != original.model_info():
             raise StoreCopyError(
                 f"the vectors at {target.vectors.describe()} hold another model's collection {name}{_ANOTHER}"
             )
         # Another library of the same model has a collection of the same name: its keys give it away.
-        if foreign := theirs.all_keys() - mine.all_keys():
+        if foreign := copied.all_keys() - original.all_keys():
             raise StoreCopyError(
                 f"the vectors at {target.vectors.describe()} hold another library ({len(foreign)} vectors in "
                 f"{name} that this library does not have){_ANOTHER}"
