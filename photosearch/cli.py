@@ -21,6 +21,7 @@ import click
 
 from photosearch.cli_roots import roots as roots_command
 from photosearch.cli_status import show_status
+from photosearch.cli_store import store as store_command
 from photosearch.pathtext import display
 from photosearch.query.limits import MAX_K
 
@@ -46,6 +47,7 @@ def cli(ctx: click.Context, config_path: Path | None, data_dir: Path | None, mod
 
 
 cli.add_command(roots_command)
+cli.add_command(store_command)
 
 
 def _config(ctx: click.Context) -> Config:

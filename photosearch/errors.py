@@ -92,6 +92,13 @@ class DataDirNotWritableError(DataDirError):
     """The data directory is read-only, or not ours to write (permissions)."""
 
 
+class StoreCopyError(StoreError):
+    """`store copy` refuses a target that holds another library, or found the copy different from the source."""
+
+    exit_code = 65  # EX_DATAERR
+    http_status = 409
+
+
 class ModelError(PhotosearchError):
     """The embedding model cannot be loaded or run."""
 
