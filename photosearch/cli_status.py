@@ -48,7 +48,10 @@ def print_status(info: dict[str, Any]) -> None:
     if info.get("catalog"):
         click.echo(f"catalog   {info['catalog']}")
     if info.get("vectors_bytes") is None and info.get("vectors_at"):  # on a Chroma server, not in data_dir
-        click.echo(f"vectors   {info['vectors_at']}")
+        answer = f"  (not answering: {info['vectors_error']})" if info.get("vectors_error") else ""
+        click.echo(f"vectors   {info['vectors_at']}{answer}")
+    if info.get("workers"):
+        click.echo(f"indexers  {len(info['workers'])} running: {', '.join(info['workers'])}")
     click.echo(f"size      catalog {_mb(info['catalog_bytes'])}, vectors {_mb(info['vectors_bytes'])}")
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -34,8 +34,9 @@ from photosearch.indexing.roots import (
     offline_roots,
     overview,
 )
-from photosearch.indexing.shared import SharedIndexer, heartbeat
+from photosearch.indexing.shared import SharedIndexer, turn
 from photosearch.librarystatus import LibraryStatus as LibraryStatus  # re-exported: what status() gives
+from photosearch.librarystatus import unanswered
 from photosearch.locking import Writer
 from photosearch.models.embedder import load_embedder
 from photosearch.models.identity import ModelIdentity, recorded_name
@@ -249,22 +250,9 @@ class Library:
             if mine:
                 rebuild.tidy(self.catalog, self._chroma, active)
 
-    @contextmanager
-    def _reindex_turn(self) -> Iterator[bool]:
-        """Whether this process may change the collections (tidy, reindex) in the block. Embedded stores: yes (the
-        writer lock is held). Shared: if it holds the ``reindex`` lease, renewed meanwhile and given back after;
-        another worker holding it is the one reindexing."""
-        if not self.config.store.shared:
-            yield True
-            return
-        if not self.claims.take(REINDEX_LEASE):
-            yield False
-            return
-        try:
-            with heartbeat(self.claims):
-                yield True
-        finally:
-            self.claims.release(REINDEX_LEASE)
+    def _reindex_turn(self) -> AbstractContextManager[bool]:
+        """Whether this process may change the collections (tidy, reindex) in the block (shared.py's turn)."""
+        return turn(self.claims, REINDEX_LEASE) if self.config.store.shared else nullcontext(True)
 
     def reindex(self, progress: Progress | None = None, should_stop: StopCheck = _never) -> IndexReport:
         """Rebuild every vector with the configured model (after changing model.name, say), beside the current
@@ -387,6 +375,7 @@ class Library:
         roots = self.roots()
         stored = self.stored_model()
         offline = offline_roots(self.catalog, roots)
+        vectors_error = None if self.config.store.vectors is None else unanswered(self._chroma)
         return LibraryStatus(
             roots=roots,
             missing_roots=[r.path for r in roots if r.id in offline],
@@ -401,8 +390,10 @@ class Library:
             catalog_bytes=self.catalog.size_bytes(),
             vectors_bytes=self._chroma.size_bytes(),
             vectors_at=self._chroma.describe(),
-            reindex=self._reindex_progress(),
+            reindex=None if vectors_error else self._reindex_progress(),
             moved_roots=moved_roots(self.catalog, roots, offline),
+            vectors_error=vectors_error,
+            workers=self.claims.running() if self.config.store.shared else [],
         )
 
     def _reindex_progress(self) -> tuple[str, int, int] | None:

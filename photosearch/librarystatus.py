@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from photosearch.errors import VectorStoreError
 from photosearch.indexing.roots import MovedRoot
 from photosearch.pathtext import display
 from photosearch.stores.catalog import RootInfo
+from photosearch.stores.vectors import ChromaPlace
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class LibraryStatus:
     catalog: str = ""  # where it is: the SQLite file, or the PostgreSQL URL without its password
     moved_roots: list[MovedRoot] = field(default_factory=list)  # missing roots whose photos turned up elsewhere
     reindex: tuple[str, int, int] | None = None  # a reindex under way: (its model, hashes done, hashes in all)
+    vectors_error: str | None = None  # the Chroma server does not answer: why (one line)
+    workers: list[str] = field(default_factory=list)  # shared stores: the indexers running now (their names)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -45,4 +49,15 @@ class LibraryStatus:
             "vectors_at": self.vectors_at,
             "moved_roots": [m.to_dict() for m in self.moved_roots],
             "reindex": self.reindex and dict(zip(("model", "done", "total"), self.reindex, strict=True)),
+            "vectors_error": self.vectors_error,
+            "workers": self.workers,
         }
+
+
+def unanswered(vectors: ChromaPlace) -> str | None:
+    """Why a Chroma server does not answer (one line), or None when it does."""
+    try:
+        vectors.names()
+    except VectorStoreError as exc:
+        return str(exc)
+    return None

@@ -231,6 +231,20 @@ class _Total:
 
 
 @contextmanager
+def turn(claims: Claims, name: str) -> Iterator[bool]:
+    """Whether this worker holds the lease ``name`` for the block (False: another worker does), renewed by a
+    heartbeat meanwhile and given back after."""
+    if not claims.take(name):
+        yield False
+        return
+    try:
+        with heartbeat(claims):
+            yield True
+    finally:
+        claims.release(name)
+
+
+@contextmanager
 def heartbeat(claims: Claims) -> Iterator[None]:
     """Hold this worker's ``run:`` lease for the block, renewing it (and every claim) every third of the lease."""
     name = RUN_PREFIX + claims.worker

@@ -104,6 +104,13 @@ class Claims:
             query = select(Lease.name).where(Lease.name.startswith(RUN_PREFIX), Lease.expires_at < now)
             return list(s.scalars(query))
 
+    def running(self) -> list[str]:
+        """The workers whose ``run:`` lease is alive (for `status`)."""
+        now = self.now()
+        with self._catalog.session() as s:
+            query = select(Lease.holder).where(Lease.name.startswith(RUN_PREFIX), Lease.expires_at >= now)
+            return sorted(s.scalars(query))
+
     def others_running(self) -> bool:
         """Whether another worker's ``run:`` lease is alive: it may be writing between the stores right now."""
         now = self.now()
