@@ -104,14 +104,13 @@ def _summary(report: CopyReport) -> str:
 
 def _config_lines(target: StoreConfig) -> list[str]:
     """The [store] table that points at the copy, with the catalog's password and the headers hidden."""
-    from sqlalchemy import make_url
-
     from photosearch.stores.boundary import display_url
+    from photosearch.stores.catalog_engine import display_catalog_url
 
     assert target.catalog is not None and target.vectors is not None
     lines = [
         "[store]",
-        f'catalog = "{make_url(target.catalog).render_as_string(hide_password=True)}"',
+        f'catalog = "{display_catalog_url(target.catalog)}"',
         f'vectors = "{display_url(target.vectors)}"',
     ]
     if target.tenant != "default_tenant":

@@ -172,3 +172,16 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     use_stores(store)
     yield str(request.param)
     use_stores(StoreConfig())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Captured output may hold file names that are not UTF-8 (lone surrogates, as Python decodes them), which
+    pytest-xdist cannot send from a worker: the whole worker would crash. They are escaped (\\udc80) instead."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    report.sections = [(title, _sendable(text)) for title, text in report.sections]
+
+
+def _sendable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -51,7 +51,8 @@ def test_the_declaration_names_every_fact_once_and_shows_some_in_results():
 def test_the_catalog_table_has_a_column_for_each_field_of_a_record():
     columns = {column.name: column for column in Photo.__table__.columns}
     record_fields = [f.name for f in fields(PhotoRecord)]
-    assert set(columns) == set(record_fields) | {"updated_at"}  # updated_at: the catalog's own bookkeeping
+    bookkeeping = {"updated_at", "claimed_by", "claimed_until"}  # the catalog's own: when, and which worker embeds it
+    assert set(columns) == set(record_fields) | bookkeeping
     assert record_fields[: len(FACT_FIELDS)] == list(FACT_FIELDS)  # a record is its facts plus the rest of its row
     for name, kind in fact_types().items():
         column = columns[name]

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import make_photo
+from helpers import HashEmbedder, make_photo
 from shared_workers import shared_config, worker_command
 
 from photosearch.indexing.shared import RECOVERY_DELAYS
@@ -158,3 +158,21 @@ def test_postgresql_restarted_mid_run(tmp_path, library_folder, shared_store, po
     _finish(worker, tmp_path, "w")
     assert 0 <= _embedded_twice(tmp_path, "w") <= 16
     _check_library(tmp_path, shared_store)
+
+
+def test_another_machine_searches_the_shared_stores_while_a_worker_indexes(tmp_path, library_folder, shared_store):
+    """What `serve` on another machine does: its own data directory, the shared stores, queries during the run."""
+    worker = _start(tmp_path, "w", shared_store, library_folder, delay=0.05)
+    seen_counts: list[int] = []
+    config = shared_config(tmp_path / "reader", shared_store)
+    with Library.open(config, embedder_factory=lambda _config: HashEmbedder()) as reader:
+        while worker.poll() is None:
+            indexed = reader.status().indexed
+            if indexed:
+                hits = reader.search("a dog on the beach", k=10)
+                assert len(hits) == min(10, indexed) and all(h.path.is_file() for h in hits)
+            seen_counts.append(indexed)
+            time.sleep(0.2)
+        _finish(worker, tmp_path, "w")
+        assert reader.status().indexed == PHOTOS and len(reader.search("a dog on the beach", k=10)) == 10
+    assert seen_counts == sorted(seen_counts) and any(0 < n < PHOTOS for n in seen_counts), seen_counts

@@ -50,6 +50,11 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+def display_catalog_url(url: str) -> str:
+    """A catalog URL as it may be shown: the password as ***."""
+    return parse_url(url).render_as_string(hide_password=True)
+
+
 def make_engine(url: URL, retry_delays: Sequence[float] = RETRY_DELAYS) -> Engine:
     if url.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
