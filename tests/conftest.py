@@ -175,13 +175,21 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Captured output may hold file names that are not UTF-8 (lone surrogates, as Python decodes them), which
-    pytest-xdist cannot send from a worker: the whole worker would crash. They are escaped (\\udc80) instead."""
+def pytest_report_to_serializable(config: pytest.Config, report: pytest.TestReport) -> Iterator[None]:
+    """A report may hold file names that are not UTF-8 (lone surrogates, as Python decodes them: in captured
+    output, a failure's message), which pytest-xdist cannot send from a worker: the whole worker would crash,
+    its remaining tests unrun. They are sent escaped (\\udc80) instead."""
     outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    report.sections = [(title, _sendable(text)) for title, text in report.sections]
+    data = outcome.get_result()  # type: ignore[attr-defined]
+    if data is not None:
+        outcome.force_result(_sendable(data))  # type: ignore[attr-defined]
 
 
-def _sendable(text: str) -> str:
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+def _sendable(value: object) -> object:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_sendable(k): _sendable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_sendable(v) for v in value)
+    return value

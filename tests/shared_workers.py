@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,15 @@ class SlowHashEmbedder(HashEmbedder):
     def _embed_image_batch(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         vectors = super()._embed_image_batch(prepared)
         time.sleep(self._delay)  # the model's time: what a killed worker is in the middle of
-        self._seen_file.write_text(json.dumps(dict(self.seen)))  # the model was called: on disk before the write
+        write_seen(self._seen_file, self.seen)  # the model was called: on disk before the write
         return vectors
+
+
+def write_seen(path: Path, seen: Mapping[str, int]) -> None:
+    """Whole or not at all (a rename): the test reads it while the worker runs."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(dict(seen)))
+    partial.replace(path)
 
 
 def shared_config(data_dir: Path, store: dict[str, object], batch_size: int = 8) -> Config:
@@ -55,10 +62,10 @@ def index_worker(data_dir: str, store_json: str, seen_file: str, roots_json: str
         with Library.open(config, embedder_factory=lambda _config: embedder) as library:
             report = library.index([Path(p) for p in json.loads(roots_json)])
     except PhotosearchError as exc:  # as the CLI reports it (cli.main): one line, the error's exit code
-        Path(seen_file).write_text(json.dumps(dict(embedder.seen)))
+        write_seen(Path(seen_file), embedder.seen)
         print(f"photosearch: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    Path(seen_file).write_text(json.dumps(dict(embedder.seen)))
+    write_seen(Path(seen_file), embedder.seen)
     print(json.dumps({"new": report.new, "embedded": report.embedded, "reused": report.reused,
                       "queued": report.queued, "reconciled": report.reconciled}))  # fmt: skip
 

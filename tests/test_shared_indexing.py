@@ -8,17 +8,19 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from helpers import HashEmbedder, make_photo
-from shared_workers import shared_config, worker_command
+from shared_workers import SlowHashEmbedder, shared_config, worker_command
 
 from photosearch.indexing.shared import RECOVERY_DELAYS
 from photosearch.library import Library
 from photosearch.stores.schema import PhotoStatus
+from photosearch.watching.daemon import Daemon
 
 PHOTOS = 1000
 DEADLINE = 240  # seconds a run of the workers may take before the test gives up
@@ -176,3 +178,26 @@ def test_another_machine_searches_the_shared_stores_while_a_worker_indexes(tmp_p
         _finish(worker, tmp_path, "w")
         assert reader.status().indexed == PHOTOS and len(reader.search("a dog on the beach", k=10)) == 10
     assert seen_counts == sorted(seen_counts) and any(0 < n < PHOTOS for n in seen_counts), seen_counts
+
+
+def test_a_watch_daemon_and_an_index_run_on_another_machine_split_the_work(tmp_path, library_folder, shared_store):
+    """`photosearch watch` on one machine (here a thread, with its own data directory), `photosearch index` of a
+    new folder on another: the daemon takes the new folder up and embeds part of it; each photo embedded once."""
+    idle = tmp_path / "idle-root"
+    make_photo(idle / "first.jpg", seed=1)
+    daemon_model = SlowHashEmbedder(tmp_path / "daemon.seen.json", delay=0.05)
+    config = shared_config(tmp_path / "daemon-data", shared_store)
+    with Library.open(config, embedder_factory=lambda _config: daemon_model) as library:
+        library.index([idle])
+        daemon = Daemon(library)
+        thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+        thread.start()
+        try:
+            report = _finish(_start(tmp_path, "index", shared_store, library_folder, delay=0.1), tmp_path, "index")
+        finally:
+            daemon.stop_event.set()
+            thread.join(timeout=60)
+    by_daemon = Counter(daemon_model.seen)
+    total = by_daemon + _seen(tmp_path, "index")
+    assert len(total) == PHOTOS + 1 and set(total.values()) == {1}, "a photo went through the model twice"
+    assert sum(by_daemon.values()) > 1 and int(report["embedded"]) < PHOTOS, "the daemon did not help"

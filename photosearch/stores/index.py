@@ -139,13 +139,15 @@ class Index:
         return ids
 
     def enqueue(self, queued: Sequence[tuple[Location, str]]) -> None:
-        """(location, content hash) of new or changed photos that need the model: rows pending and unclaimed, for
-        any worker to claim (stores/claims.py); an edited file's old vector goes if no indexed row keeps it."""
+        """(location, content hash) of new or changed photos that need the model: rows pending, for any worker to
+        claim (stores/claims.py); an edited file's old vector goes if no indexed or pending row keeps it."""
         if not queued:
             return
         replaced = self.catalog.hashes_in_use_at([str(loc.path) for loc, _ in queued])
-        rows = [{**loc.row(), "content_hash": digest, "status": PhotoStatus.PENDING, "error": None,
-                 "claimed_by": None, "claimed_until": None} for loc, digest in queued]  # fmt: skip
+        # A claim on a row stays: its worker may be embedding it now. Were the bytes changed, that worker's write
+        # does not set the row indexed (the hash differs), and the row is claimed again once it gives it back.
+        rows = [{**loc.row(), "content_hash": digest, "status": PhotoStatus.PENDING, "error": None}
+                for loc, digest in queued]  # fmt: skip
         self.catalog.upsert_files(rows)
         self._drop_orphans(replaced)
 
