@@ -459,3 +459,34 @@ def test_cli_missing_config_file_exits_78(tmp_path):
 def test_misspelled_environment_variable_is_an_error_not_ignored():
     with pytest.raises(ConfigError, match="PHOTOSEARCH_MODEL_NMAE"):
         load_config(None, env={"PHOTOSEARCH_MODEL_NMAE": "x"}, use_default_file=False)
+
+
+# --- [store] ---------------------------------------------------------------------------------------------------
+def test_store_settings_from_the_environment():
+    env = {
+        "PHOTOSEARCH_STORE_CATALOG": "postgresql+psycopg://u:p@db/photos",
+        "PHOTOSEARCH_STORE_VECTORS": "http://chroma:8000",
+        "PHOTOSEARCH_STORE_HEADERS": "Authorization: Bearer abc, X-Team: photos",
+        "PHOTOSEARCH_STORE_PATHS": "/mnt/nas/photos=/Volumes/photos:/mnt/nas/old/=/Volumes/old",
+        "PHOTOSEARCH_STORE_LEASE": "60",
+    }
+    store = load_config(None, env=env, use_default_file=False).store
+    assert store.shared and store.lease == 60
+    assert store.headers == {"Authorization": "Bearer abc", "X-Team": "photos"}
+    assert store.paths == {"/mnt/nas/photos": "/Volumes/photos", "/mnt/nas/old": "/Volumes/old"}
+    assert load_config(None, env={}, use_default_file=False).store.shared is False  # the default: no server
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("CATALOG", "photos.db", "database URL"),
+        ("VECTORS", "chroma:8000", "Chroma server's URL"),
+        ("PATHS", "/mnt/nas=photos", "both absolute"),
+        ("LEASE", "1", "lease"),
+    ],
+)
+def test_bad_store_settings_are_one_line_errors(key, value, words):
+    with pytest.raises(ConfigError, match=words) as caught:
+        load_config(None, env={f"PHOTOSEARCH_STORE_{key}": value}, use_default_file=False)
+    assert "\n" not in str(caught.value)
