@@ -36,7 +36,15 @@ def test_bench_query_smoke(tmp_path):
     assert 0.9 <= summary["recall@10"] <= 1.0  # 2,000 vectors: HNSW is all but exact
     assert summary["text_encoder_min_cosine"] >= 0.9999
     assert summary["torch_imported_by_search"] is False
-    assert any(line.startswith("| ") and "bench_query.py --smoke" in line for line in lines)  # the RESULTS.md row
+    # Both backends side by side (the default): the servers' index holds the same vectors and answers alike.
+    assert set(summary["backends"]) == {"embedded", "servers"}
+    servers = summary["backends"]["servers"]
+    for key in ("p50_ms", "p95_ms", "hnsw_p50_ms", "catalog_p50_ms", "cold_search_s", "build_vectors_s"):
+        assert servers[key] > 0, key
+    assert 0.9 <= servers["recall@10"] <= 1.0
+    assert "servers_added_p50_ms" in summary and summary["servers_ratio_p50"] > 0
+    rows = [line for line in lines if line.startswith("| ") and "bench_query.py --smoke" in line]  # RESULTS.md rows
+    assert [row.split(" | ")[3] for row in rows] == ["embedded", "servers"]
 
 
 def test_bench_index_smoke(tmp_path):
