@@ -4,7 +4,8 @@ They are the tests' own (tests/pgserver.py: initdb and pg_ctl, as the ``postgres
 tests/chromaserver.py: ``chroma run``), reused rather than copied, so benchmarks and tests run the same servers
 with the same settings (PostgreSQL with fsync off: a benchmark's catalog is rebuilt, never recovered).
 
-    with throwaway_servers(chroma_path) as store:   # {"catalog": URL, "vectors": URL, "database": name}
+    with throwaway_servers(chroma_path) as servers:
+        store = servers.store()    # {"catalog": URL, "vectors": URL, "database": name}: a [store] table
         config = Config(data_dir=..., store=StoreConfig.model_validate(store))
 """
 
@@ -24,25 +25,40 @@ if str(TESTS) not in sys.path:
 from chromaserver import ChromaServer  # noqa: E402  (tests/, put on the path above)
 from pgserver import PostgresServer  # noqa: E402
 
-DATABASE = "bench"  # the Chroma database every benchmark uses: a cached server data path is found under it
+DATABASE = "bench"  # bench_query's Chroma database: a cached server data path is found under it
+
+
+class Servers:
+    """The running pair, and fresh stores on them: a run of its own gets a new PostgreSQL database and a new
+    Chroma database, so several measurements in one benchmark share the servers but never each other's data."""
+
+    def __init__(self, postgres: PostgresServer, chroma: ChromaServer) -> None:
+        self.postgres = postgres
+        self.chroma = chroma
+        self._made = 0
+
+    def store(self, database: str | None = None) -> dict[str, str]:
+        """A new, empty catalog database and a Chroma database name (Chroma creates it on first use): the
+        [store] table that points a Config at them. ``database``: both names (else bench_1, bench_2, ...)."""
+        self._made += 1
+        name = database or f"bench_{self._made}"
+        return {"catalog": self.postgres.create_database(name), "vectors": self.chroma.url, "database": name}
 
 
 @contextmanager
-def throwaway_servers(chroma_path: Path | None = None, catalog_name: str = "bench") -> Iterator[dict[str, str]]:
-    """Start both servers; yield the [store] table that points a Config at them; stop both at the end.
+def throwaway_servers(chroma_path: Path | None = None) -> Iterator[Servers]:
+    """Start both servers, yield them, stop both at the end (and remove their folders).
 
     ``chroma_path``: the Chroma server's data folder, kept afterwards (a benchmark's cache of a built index);
-    None: a temporary folder, removed. The PostgreSQL catalog is always new and empty (a database named
-    ``catalog_name``) and goes with its server."""
+    None: a temporary folder, removed. The PostgreSQL server is always new, its databases go with it."""
     scratch = None if chroma_path is not None else Path(tempfile.mkdtemp(prefix="bench-chroma-"))
     path = chroma_path if chroma_path is not None else scratch / "data"  # type: ignore[operator]
     postgres = PostgresServer()
     chroma: ChromaServer | None = None
     try:
-        catalog = postgres.create_database(catalog_name)
         chroma = ChromaServer(path)
         chroma.start()
-        yield {"catalog": catalog, "vectors": chroma.url, "database": DATABASE}
+        yield Servers(postgres, chroma)
     finally:
         if chroma is not None:
             chroma.stop()
