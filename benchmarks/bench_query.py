@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 from machine import cpu_model, save_random_clip  # benchmarks/machine.py, beside this script
-from query_index import build_on_servers, index_key, make_vectors, prepare_embedded, prepare_servers
+from query_index import build_on_servers, index_key, make_vectors, prepare_embedded, prepare_servers, sqlite_statistics
 
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ("embedded", "servers")
@@ -214,6 +214,11 @@ def main() -> None:
                         help="the stores in the data directory, throwaway PostgreSQL and Chroma servers, or both "
                         "side by side in one run (default)")  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "photosearch-bench-query")
+    parser.add_argument(
+        "--sqlite-analyze",
+        action="store_true",
+        help="ANALYZE the embedded catalog before measuring (photosearch never does; see query_index.py)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny model and index, a few queries: for CI")
     parser.add_argument("--model-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--texts", type=Path, help=argparse.SUPPRESS)
@@ -244,6 +249,7 @@ def backends(args: argparse.Namespace, model: Path, key: str, vectors: np.ndarra
     with ExitStack() as stack:
         if "embedded" in wanted:
             index, builds["embedded"] = prepare_embedded(args.cache, key, model, vectors, of)
+            sqlite_statistics(index, args.sqlite_analyze)
             configs["embedded"] = backend_config(index, model)
         if "servers" in wanted:
             from servers import DATABASE, throwaway_servers  # benchmarks/servers.py: tests' pgserver, chromaserver

@@ -160,6 +160,24 @@ def prepare_embedded(cache: Path, key: str, model: Path, vectors: np.ndarray, of
     return folder, (json.loads(text) if text else {}) | {"cached": True}
 
 
+def sqlite_statistics(folder: Path, analyzed: bool) -> None:
+    """Give the embedded catalog SQLite's planner statistics (ANALYZE), or none (as photosearch leaves it: it never
+    runs ANALYZE). Without them, at 100,000 rows the planner reads the catalog join (status = indexed AND
+    content_hash IN ...) through the status index, every indexed row, ~20 ms; with them, the hash index, ~0.02 ms.
+    Set either way on every run, so the cached index never carries one run's choice into the next."""
+    import sqlite3
+
+    connection = sqlite3.connect(folder / "catalog.sqlite3")
+    try:
+        if analyzed:
+            connection.execute("ANALYZE")
+        elif connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone():
+            connection.execute("DELETE FROM sqlite_stat1")
+        connection.commit()
+    finally:
+        connection.close()
+
+
 def prepare_servers(cache: Path, key: str, n: int) -> Path:
     """The Chroma server's cached data path for this index; an unfinished one is removed (start it afresh)."""
     folder = cache / f"server-{n}-{key}"
