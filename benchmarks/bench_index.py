@@ -3,6 +3,8 @@
     flock /tmp/photosearch-bench.lock python benchmarks/bench_index.py               # 400 photos, ~2 min
     flock /tmp/photosearch-bench.lock python benchmarks/bench_index.py --photos 1000 --folder ~/Pictures/2023
     python benchmarks/bench_index.py --smoke                                          # tiny, < 60 s, for CI
+    flock /tmp/photosearch-bench.lock python benchmarks/bench_index.py --backend servers --workers 1,2
+    python benchmarks/bench_index.py --smoke --backend servers
 
 Photos: camera-like 12 MP JPEGs made from real photos (see camera_photos.py), cached under --cache; or the
 first --photos JPEGs of --folder. All of them are read once before timing, so every measurement reads from the
@@ -22,6 +24,10 @@ speed does not depend on the weights' values. The same saved weights serve all t
   (d) the indexer's work before the model alone (read, hash, reduced decode, prepare), in the indexer's decode
       threads. On a CPU the model and the decoding share the same cores, so no pipeline beats the bound
       1 / (1/c + 1/d) photos/s; b/bound says how close photosearch comes to it.
+
+--backend servers measures instead indexers sharing a PostgreSQL catalog and a Chroma server: 1 against 2
+worker processes on the same photos, with this model and with a fake one, and the claims' cost per photo
+(index_servers.py).
 
 Fidelity: the vectors photosearch stored (read back from Chroma) against (a)'s vectors of the same photos.
 Random weights make every photo look alike to the model (different photos have cosines near 0.9), so the
@@ -263,6 +269,15 @@ def main() -> None:
         help="where generated photos and the model are kept between runs",
     )
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument(
+        "--backend",
+        choices=("embedded", "servers"),
+        default="embedded",
+        help="embedded: (a) to (d) in a data directory; servers: workers sharing throwaway "
+        "PostgreSQL and Chroma servers, and the claims' cost (index_servers.py)",
+    )
+    parser.add_argument("--workers", default="1,2", help="servers: the worker counts compared (default 1,2)")
+    parser.add_argument("--claim-rows", type=int, default=10_000, help="servers: pending rows claimed (default 10,000)")
     parser.add_argument("--smoke", action="store_true", help="tiny model, a few small photos: for CI (< 60 s)")
     parser.add_argument("--index-child", help=argparse.SUPPRESS)
     args = parser.parse_args()  # fmt: skip
@@ -273,6 +288,7 @@ def main() -> None:
     try:
         if args.smoke:
             args.photos, args.reference_photos = min(args.photos, 8), min(args.reference_photos, 4)
+            args.claim_rows = min(args.claim_rows, 500)
             args.cache = Path(scratch.name) / "cache"
         run(args, Path(scratch.name))
     finally:
@@ -291,6 +307,12 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     folder = scratch / "library"
     link_folder(photos, folder)
     run_paths = sorted(folder.iterdir())[: len(reference_paths)]
+    if args.backend == "servers":
+        from index_servers import report, run_servers
+
+        print(f"photos: {len(photos)} ({megabytes:.1f} MB each on average), model: {model}", flush=True)
+        report(args, run_servers(args, model, folder, scratch), f"{cpu_model()}, {os.cpu_count()} cores", megabytes)
+        return
 
     print(f"photos: {len(photos)} ({megabytes:.1f} MB each on average), model: {model}", flush=True)
     embedder = load_embedder_for(args, model)

@@ -1,6 +1,7 @@
 """Query benchmark: warm text-query latency, HNSW recall@10 and a cold `photosearch search`, at library scale.
 
-    flock /tmp/photosearch-bench.lock python benchmarks/bench_query.py              # 100,000 photos
+    flock /tmp/photosearch-bench.lock python benchmarks/bench_query.py              # 100,000 photos, both backends
+    flock /tmp/photosearch-bench.lock python benchmarks/bench_query.py --backend embedded
     flock /tmp/photosearch-bench.lock python benchmarks/bench_query.py --n 1000000
     python benchmarks/bench_query.py --smoke                                         # tiny, < 60 s, for CI
 
@@ -15,7 +16,12 @@ sizes and varied spread, bursts of near-duplicates), and text queries that land 
 modality gap (a text vector's cosine to its photos is about 0.3, as with CLIP). Each query text owns a
 cluster aligned with its own encoded vector, so the end-to-end queries search a realistic neighbourhood;
 recall is measured on those texts plus more text-like query vectors (--recall-queries in all). The built
-index is cached under --cache (keyed by N, seed, model and HNSW settings).
+index is cached under --cache (keyed by N, seed, model and HNSW settings); see query_index.py.
+
+Backends (--backend): the embedded stores of a data directory (SQLite, Chroma's folder), the servers (a
+throwaway PostgreSQL catalog and `chroma run`, on loopback: benchmarks/servers.py), or both (the default): the
+same vectors and rows in each, queried alternately in one run, so the latency the servers add is measured side
+by side. The vectors' build time is printed for each (a cached build: as recorded when it was built).
 
 Measured: warm end-to-end `Library.search` latency (p50/p95, and its parts: text encoding, Chroma query,
 catalog join); recall@10 of Chroma's HNSW against exact (numpy) search; the wall time of `photosearch search`
@@ -25,22 +31,24 @@ in a new process (the real console script, median of --cold-runs; the page cache
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from machine import cpu_model, save_random_clip  # benchmarks/machine.py, beside this script
+from query_index import build_on_servers, index_key, make_vectors, prepare_embedded, prepare_servers, sqlite_statistics
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATOR_VERSION = 4  # bump when the generated index changes (4: content keys), so cached ones are rebuilt
+BACKENDS = ("embedded", "servers")
 
 SUBJECTS = ["a dog", "two cats", "a child", "an old man", "a red car", "a bicycle", "a birthday cake", "a sailboat",
             "my grandmother", "a horse", "fireworks", "a snowman", "a wedding couple", "a tent", "a lighthouse",
@@ -93,164 +101,63 @@ def prepare_model(cache: Path, tiny: bool, texts: list[str]) -> tuple[Path, floa
     return folder, json.loads(out.stdout.strip().splitlines()[-1])["min_cosine"]
 
 
-# -- the vectors -------------------------------------------------------------------------------------------------
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def make_vectors(n: int, text_vectors: np.ndarray, extra_queries: int, seed: int):
-    """(photo vectors, cluster of each photo, recall query vectors): see the module docstring.
-
-    Cosines as with real CLIP ViT-B/32: ~0.45 between unrelated photos, ~0.8 inside a cluster, ~0.95 inside a
-    burst; ~0.75 between unrelated texts (a shared "text" direction: the modality gap), ~0.17 between a text
-    and an unrelated photo and ~0.3 between a text and the photos it describes. What ranks photos for a text is
-    the text's residual (its vector minus the shared text direction): each cluster has such a residual, and a
-    query text's own residual for the cluster it owns.
-    """
-    rng = np.random.default_rng(seed)
-    dim = text_vectors.shape[1]
-    text_mean = unit(text_vectors.mean(axis=0))
-    residual = unit(text_vectors - (text_vectors @ text_mean)[:, None] * text_mean)
-    shared = unit(0.27 * text_mean + 0.96 * unit(rng.standard_normal(dim)))  # the photo cone, off the text one
-    clusters = int(np.clip(n // 250, 8, 4000))
-    topics = unit(rng.standard_normal((clusters, dim), dtype=np.float32))
-    owned = min(len(text_vectors), clusters)
-    topics[:owned] = residual[:owned]
-    directions = unit(0.6 * topics + 0.8 * unit(rng.standard_normal((clusters, dim), dtype=np.float32)))
-    sizes = 1 / np.arange(1, clusters + 1) ** 0.8  # a few big events, a long tail of small ones
-    of = rng.choice(clusters, size=n, p=rng.permutation(sizes / sizes.sum())).astype(np.int32)
-    spread = rng.uniform(0.35, 0.6, clusters).astype(np.float32)
-    vectors = np.empty((n, dim), dtype=np.float32)
-    for start in range(0, n, 100_000):
-        part = of[start : start + 100_000]
-        noise = rng.standard_normal((len(part), dim), dtype=np.float32) / np.float32(np.sqrt(dim))
-        vectors[start : start + len(part)] = unit(0.67 * shared + 0.6 * directions[part] + spread[part, None] * noise)
-    # Bursts: a quarter of the photos are near-copies of another photo of the same event.
-    copies = rng.choice(n, size=n // 4, replace=False)
-    sources = rng.choice(n, size=n // 4)
-    of[copies] = of[sources]
-    noise = rng.standard_normal((len(copies), dim), dtype=np.float32) / np.float32(np.sqrt(dim))
-    vectors[copies] = unit(vectors[sources] + 0.3 * noise)
-    # More queries for recall, made like the texts: the shared text direction plus a paraphrase of the residual
-    # of a cluster picked by size.
-    picked = of[rng.integers(0, n, extra_queries)]
-    noise = unit(rng.standard_normal((extra_queries, dim), dtype=np.float32))
-    synthetic = unit(0.93 * text_mean + 0.37 * unit(topics[picked] + 0.5 * noise))
-    return vectors, of, np.concatenate([text_vectors, synthetic]).astype(np.float32)
-
-
-def content_key(photo_id: int) -> str:
-    """The synthetic photo's content hash (the vector store's key): its id in hex, as long as a blake2b digest."""
-    return f"{photo_id:032x}"
-
-
-def build_index(folder: Path, model: Path, vectors: np.ndarray, of: np.ndarray) -> None:
-    """Catalog rows (status indexed) and Chroma vectors, written through photosearch's own stores."""
-    from sqlalchemy import insert
-
-    from photosearch.config import ModelConfig
-    from photosearch.models.textencoder import load_text_encoder
-    from photosearch.stores import generations
-    from photosearch.stores.catalog import Catalog
-    from photosearch.stores.schema import Photo, PhotoStatus
-    from photosearch.stores.vectors import ChromaDir, VectorStore
-
-    encoder = load_text_encoder(ModelConfig(name=str(model)))
-    assert encoder is not None
-    identity = encoder.identity
-    shutil.rmtree(folder, ignore_errors=True)  # a build that was interrupted
-    (folder / "photos").mkdir(parents=True)
-    # The catalog's photos are synthetic: the root holds no files. An empty root whose catalog has photos reads
-    # as an unmounted drive, and its photos would be left out of every search (offline), so mark it mounted.
-    (folder / "photos" / "MOUNTED").touch()
-    catalog = Catalog.open(folder / "catalog.sqlite3")
-    root = catalog.add_root(folder / "photos")
-    generation = generations.record_active(catalog, identity)
-    store = VectorStore.open(ChromaDir(folder / "chroma"), generation.collection, identity.to_dict())
-    start, now = datetime(2012, 1, 1), datetime.now().replace(microsecond=0)
-    step = 5000
-    for first in range(0, len(vectors), step):
-        ids = list(range(first + 1, min(first + step, len(vectors)) + 1))
-        rows = []
-        for photo_id in ids:
-            event = int(of[photo_id - 1])
-            taken = start + timedelta(days=event % 4000, seconds=photo_id % 86400)
-            folder_name = f"{taken.year}/event-{event:04d}"
-            path = f"{root.path}/{folder_name}/IMG_{photo_id:07d}.jpg"
-            rows.append({"id": photo_id, "root_id": root.id, "path": path, "folder": folder_name,
-                         "size": 2_000_000 + photo_id, "mtime_ns": photo_id, "status": PhotoStatus.INDEXED,
-                         "content_hash": content_key(photo_id),
-                         "width": 4032, "height": 3024, "format": "JPEG", "taken_at": taken, "camera_make": "Apple",
-                         "camera_model": "iPhone 12", "indexed_at": now, "updated_at": now})  # fmt: skip
-        with catalog.session() as s, s.begin():
-            s.execute(insert(Photo), rows)
-        store.upsert([content_key(i) for i in ids], vectors[ids[0] - 1 : ids[-1]])
-        print(f"\r  indexed {ids[-1]:,} / {len(vectors):,}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    assert store.count() == len(vectors)
-    catalog.close()
-    (folder / "complete").touch()
-
-
-def prepare_index(cache: Path, model: Path, n: int, seed: int, texts: list[str], extra: int):
-    from photosearch.config import ModelConfig
-    from photosearch.models.textencoder import load_text_encoder
-    from photosearch.stores.vectors import HNSW
-
-    encoder = load_text_encoder(ModelConfig(name=str(model)))
-    assert encoder is not None
-    text_vectors = encoder.embed_texts(texts)
-    vectors, of, queries = make_vectors(n, text_vectors, extra, seed)
-    key = hashlib.sha256(json.dumps([GENERATOR_VERSION, n, seed, texts, encoder.identity.key(), HNSW],
-                                    sort_keys=True).encode()).hexdigest()[:12]  # fmt: skip
-    folder = cache / f"index-{n}-{key}"
-    if not (folder / "complete").is_file():
-        print(f"building the {n:,}-photo index in {folder} (cached for later runs)", file=sys.stderr)
-        started = time.perf_counter()
-        build_index(folder, model, vectors, of)
-        print(f"  built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return folder, vectors, queries
-
-
 # -- measurements ------------------------------------------------------------------------------------------------
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def warm_latency(index: Path, model: Path, texts: list[str]) -> dict[str, float]:
-    from photosearch.config import Config, ModelConfig
+def backend_config(data_dir: Path, model: Path, store: dict[str, str] | None = None) -> Any:
+    from photosearch.config import Config, ModelConfig, StoreConfig
+
+    store_config = StoreConfig.model_validate(store or {})
+    return Config(data_dir=data_dir, model=ModelConfig(name=str(model)), store=store_config)
+
+
+def warm_latency(configs: dict[str, Any], texts: list[str]) -> dict[str, dict[str, float]]:
+    """Per backend: p50 of the whole `Library.search` and of its parts, p95 of the whole. With two backends the
+    queries alternate between them (each text on both, the order swapped every text), so that the load of this
+    shared machine, which moves within minutes, weighs on both alike: their difference is what the stores add."""
     from photosearch.library import Library
 
-    config = Config(data_dir=index, model=ModelConfig(name=str(model)))
-    parts: dict[str, list[float]] = {"total": [], "encode": [], "hnsw": [], "catalog": []}
-    with Library.open(config) as library:
-        for text in texts[:20]:  # warm-up: first touches of the weights' pages, Chroma's caches
-            library.search(text, k=10)
-        encoder, store = library.text_embedder(), library.store()
-        for text in texts:
-            t0 = time.perf_counter()
-            library.search(text, k=10)
-            t1 = time.perf_counter()
-            vector = encoder.embed_texts([text])[0]
-            t2 = time.perf_counter()
-            hits = store.query(vector, 10)
-            t3 = time.perf_counter()
-            library.catalog.indexed_by_hash([h.key for h in hits])
-            t4 = time.perf_counter()
-            for name, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                parts[name].append(seconds * 1000)
-    result = {f"{name}_p50_ms": percentile(v, 50) for name, v in parts.items()}
-    result["p95_ms"] = percentile(parts["total"], 95)
-    result["torch_imported"] = float("torch" in sys.modules or "transformers" in sys.modules)
-    return result
+    names = list(configs)
+    # rest: the total less the three parts timed again alone; what else Library.search asks the stores (the roots,
+    # the active collection's record), each a round trip to a server.
+    parts = {name: {"total": [], "encode": [], "hnsw": [], "catalog": [], "rest": []} for name in names}
+    with ExitStack() as stack:
+        libraries = {name: stack.enter_context(Library.open(config)) for name, config in configs.items()}
+        for library in libraries.values():
+            for text in texts[:20]:  # warm-up: first touches of the weights' pages, Chroma's caches, connections
+                library.search(text, k=10)
+        for i, text in enumerate(texts):
+            for name in names if i % 2 == 0 else names[::-1]:
+                library = libraries[name]
+                encoder, store = library.text_embedder(), library.store()
+                t0 = time.perf_counter()
+                library.search(text, k=10)
+                t1 = time.perf_counter()
+                vector = encoder.embed_texts([text])[0]
+                t2 = time.perf_counter()
+                hits = store.query(vector, 10)
+                t3 = time.perf_counter()
+                library.catalog.indexed_by_hash([h.key for h in hits])
+                t4 = time.perf_counter()
+                timed = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, (t1 - t0) - (t4 - t1))
+                for part, seconds in zip(parts[name], timed, strict=True):
+                    parts[name][part].append(seconds * 1000)
+    results = {}
+    for name in names:
+        result = {f"{part}_p50_ms": percentile(v, 50) for part, v in parts[name].items()}
+        result["p95_ms"] = percentile(parts[name]["total"], 95)
+        results[name] = result
+    results["torch_imported"] = {"yes": float("torch" in sys.modules or "transformers" in sys.modules)}
+    return results
 
 
-def recall_at_10(index: Path, model: Path, vectors: np.ndarray, queries: np.ndarray) -> float:
-    from photosearch.config import Config, ModelConfig
+def recall_at_10(config: Any, vectors: np.ndarray, queries: np.ndarray) -> float:
     from photosearch.library import Library
 
     found = 0
-    with Library.open(Config(data_dir=index, model=ModelConfig(name=str(model)))) as library:
+    with Library.open(config) as library:
         store = library.store()
         for start in range(0, len(queries), 256):
             batch = queries[start : start + 256]
@@ -274,13 +181,20 @@ print(json.dumps({"wall": wall, "rss_kb": resource.getrusage(resource.RUSAGE_CHI
 """
 
 
-def cold_search(index: Path, model: Path, text: str, runs: int) -> tuple[float, float]:
-    """Median wall seconds and peak RSS (MB) of `photosearch search` in a new process each run."""
+def cold_search(config: Any, text: str, runs: int) -> tuple[float, float]:
+    """Median wall seconds and peak RSS (MB) of `photosearch search` in a new process each run. The servers are
+    named the way a user would: PHOTOSEARCH_STORE_* in the environment."""
     exe = Path(sys.executable).with_name("photosearch")
-    cmd = [str(exe), "--data-dir", str(index), "--model", str(model), "search", text, "-k", "10"]
+    cmd = [str(exe), "--data-dir", str(config.data_dir), "--model", config.model.name, "search", text, "-k", "10"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
+    for key in ("catalog", "vectors", "database"):
+        value = getattr(config.store, key)
+        if value is not None and (key != "database" or config.store.vectors is not None):
+            env[f"PHOTOSEARCH_STORE_{key.upper()}"] = str(value)
     walls, peaks = [], []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", RUNNER, *cmd], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", RUNNER, *cmd], capture_output=True, text=True, check=True,
+                             env=env)  # fmt: skip
         run = json.loads(out.stdout)
         if run["rc"] != 0 or run["lines"] != 10:
             sys.exit(f"`{' '.join(cmd)}` failed ({run['rc']}): {run['stderr']}")
@@ -296,7 +210,15 @@ def main() -> None:
     parser.add_argument("--recall-queries", type=int, default=1000, help="queries for recall@10 (default 1000)")
     parser.add_argument("--cold-runs", type=int, default=5, help="new-process searches timed (default 5)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--backend", choices=("embedded", "servers", "both"), default="both",
+                        help="the stores in the data directory, throwaway PostgreSQL and Chroma servers, or both "
+                        "side by side in one run (default)")  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "photosearch-bench-query")
+    parser.add_argument(
+        "--sqlite-analyze",
+        action="store_true",
+        help="ANALYZE the embedded catalog before measuring (photosearch never does; see query_index.py)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny model and index, a few queries: for CI")
     parser.add_argument("--model-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--texts", type=Path, help=argparse.SUPPRESS)
@@ -316,37 +238,105 @@ def main() -> None:
             scratch.cleanup()
 
 
+@contextmanager
+def backends(args: argparse.Namespace, model: Path, key: str, vectors: np.ndarray, of: np.ndarray,
+             ) -> Iterator[tuple[dict[str, Any], dict[str, dict]]]:  # fmt: skip
+    """The Config of each backend asked for, its index built (or found in the cache), and each build's seconds;
+    the servers run until the end of the with block."""
+    wanted = BACKENDS if args.backend == "both" else (args.backend,)
+    configs: dict[str, Any] = {}
+    builds: dict[str, dict] = {}
+    with ExitStack() as stack:
+        if "embedded" in wanted:
+            index, builds["embedded"] = prepare_embedded(args.cache, key, model, vectors, of)
+            sqlite_statistics(index, args.sqlite_analyze)
+            configs["embedded"] = backend_config(index, model)
+        if "servers" in wanted:
+            from servers import DATABASE, throwaway_servers  # benchmarks/servers.py: tests' pgserver, chromaserver
+
+            folder = prepare_servers(args.cache, key, len(vectors))
+            store = stack.enter_context(throwaway_servers(folder / "chroma")).store(DATABASE)
+            builds["servers"] = build_on_servers(folder, store, model, vectors, of)
+            configs["servers"] = backend_config(folder / "client", model, store)
+        yield configs, builds
+
+
 def run(args: argparse.Namespace) -> None:
+    from photosearch.config import ModelConfig
+    from photosearch.models.textencoder import load_text_encoder
+
     texts = query_texts(args.queries)
     model, min_cosine = prepare_model(args.cache, args.smoke, texts)
-    index, vectors, queries = prepare_index(
-        args.cache, model, args.n, args.seed, texts, max(args.recall_queries - len(texts), 0)
-    )
-    warm = warm_latency(index, model, texts)
-    recall = recall_at_10(index, model, vectors, queries)
-    cold, cold_rss = cold_search(index, model, texts[0], args.cold_runs)
+    encoder = load_text_encoder(ModelConfig(name=str(model)))
+    assert encoder is not None
+    extra = max(args.recall_queries - len(texts), 0)
+    vectors, of, queries = make_vectors(args.n, encoder.embed_texts(texts), extra, args.seed)
+    key = index_key(args.n, args.seed, texts, encoder.identity.key())
+    with backends(args, model, key, vectors, of) as (configs, builds):
+        warm = warm_latency(configs, texts)
+        figures: dict[str, dict[str, Any]] = {}
+        for name, config in configs.items():
+            cold, cold_rss = cold_search(config, texts[0], args.cold_runs)
+            build = builds[name]
+            figures[name] = {
+                "p50_ms": warm[name]["total_p50_ms"], "p95_ms": warm[name]["p95_ms"],
+                "encode_p50_ms": warm[name]["encode_p50_ms"], "hnsw_p50_ms": warm[name]["hnsw_p50_ms"],
+                "catalog_p50_ms": warm[name]["catalog_p50_ms"], "rest_p50_ms": warm[name]["rest_p50_ms"],
+                "recall@10": recall_at_10(config, vectors, queries),
+                "cold_search_s": cold, "cold_search_peak_rss_mb": cold_rss,
+                "build_vectors_s": build.get("vectors_s"), "build_catalog_s": build.get("catalog_s"),
+                "build_cached": bool(build.get("cached")),
+            }  # fmt: skip
+    report(args, model, texts, queries, min_cosine, figures, bool(warm["torch_imported"]["yes"]))
+
+
+def report(args: argparse.Namespace, model: Path, texts: list[str], queries: np.ndarray, min_cosine: float,
+           figures: dict[str, dict[str, Any]], torch_imported: bool) -> None:  # fmt: skip
     from tokenizers import Tokenizer
 
     from photosearch.stores.vectors import HNSW
 
     hnsw = f"M={HNSW['max_neighbors']} ef_c={HNSW['ef_construction']} ef_s={HNSW['ef_search']}"
     tokens = [len(e.ids) for e in Tokenizer.from_file(str(model / "tokenizer.json")).encode_batch(texts)]
-    result = {
-        "n": args.n, "queries": len(texts), "query_tokens_p50": float(np.median(tokens)),
-        "p50_ms": warm["total_p50_ms"], "p95_ms": warm["p95_ms"],
-        "encode_p50_ms": warm["encode_p50_ms"], "hnsw_p50_ms": warm["hnsw_p50_ms"],
-        "catalog_p50_ms": warm["catalog_p50_ms"], "recall@10": recall, "recall_queries": len(queries),
-        "cold_search_s": cold, "cold_search_peak_rss_mb": cold_rss, "text_encoder_min_cosine": min_cosine,
-        "torch_imported_by_search": bool(warm["torch_imported"]), "hnsw": hnsw,
+    first = figures.get("embedded") or figures["servers"]  # the top-level figures: as before the servers came
+    result: dict[str, Any] = {
+        "n": args.n, "queries": len(texts), "query_tokens_p50": float(np.median(tokens)), **first,
+        "recall_queries": len(queries), "text_encoder_min_cosine": min_cosine,
+        "torch_imported_by_search": torch_imported, "hnsw": hnsw, "backends": figures,
     }  # fmt: skip
+    if len(figures) == 2:
+        for part in ("p50_ms", "p95_ms", "hnsw_p50_ms", "catalog_p50_ms", "rest_p50_ms"):
+            result[f"servers_added_{part}"] = figures["servers"][part] - figures["embedded"][part]
+        result["servers_ratio_p50"] = figures["servers"]["p50_ms"] / figures["embedded"]["p50_ms"]
     for key, value in result.items():
+        if key == "backends":
+            continue
         print(f"{key:28s} {value:.4f}" if isinstance(value, float) else f"{key:28s} {value}")
+    for name, values in figures.items():
+        print(
+            f"{name}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+        )
     command = "python benchmarks/bench_query.py " + " ".join(sys.argv[1:])
-    print("\n| date | machine | N | text query p50 / p95 | recall@10 | cold `photosearch search` | HNSW | command |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {datetime.now():%Y-%m-%d} | {cpu_model()}, {os.cpu_count()} cores | {args.n:,} "
-          f"| {result['p50_ms']:.1f} / {result['p95_ms']:.1f} ms | {recall:.4f} | {cold:.2f} s "
-          f"({cold_rss:.0f} MB peak RSS) | {hnsw} | `{command.strip()}` |")  # fmt: skip
+    machine = f"{cpu_model()}, {os.cpu_count()} cores"
+    print(
+        "\n| date | machine | N | backend | text query p50 / p95 | HNSW query p50 | catalog join p50 | recall@10 "
+        "| cold `photosearch search` | vectors' build | HNSW | command |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, f in figures.items():
+        build = "-" if f["build_vectors_s"] is None else f"{f['build_vectors_s']:.0f} s"
+        build += " (cached)" if f["build_cached"] else ""
+        print(f"| {datetime.now():%Y-%m-%d} | {machine} | {args.n:,} | {name} "
+              f"| {f['p50_ms']:.1f} / {f['p95_ms']:.1f} ms | {f['hnsw_p50_ms']:.1f} ms "
+              f"| {f['catalog_p50_ms']:.2f} ms | {f['recall@10']:.4f} "
+              f"| {f['cold_search_s']:.2f} s ({f['cold_search_peak_rss_mb']:.0f} MB peak RSS) | {build} | {hnsw} "
+              f"| `{command.strip()}` |")  # fmt: skip
+    if len(figures) == 2:
+        print(f"\nservers add {result['servers_added_p50_ms']:+.2f} ms p50 ({result['servers_ratio_p50']:.2f}x), "
+              f"{result['servers_added_p95_ms']:+.2f} ms p95; "
+              f"HNSW query {result['servers_added_hnsw_p50_ms']:+.2f} ms, "
+              f"catalog join {result['servers_added_catalog_p50_ms']:+.2f} ms, "
+              f"the rest of Library.search {result['servers_added_rest_p50_ms']:+.2f} ms")  # fmt: skip
     print("RESULT " + json.dumps(result))
 
 

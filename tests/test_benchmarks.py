@@ -17,10 +17,10 @@ def _clean_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _smoke(tmp_path: Path, bench: str) -> tuple[subprocess.CompletedProcess[str], list[str], dict]:
+def _smoke(tmp_path: Path, bench: str, *args: str) -> tuple[subprocess.CompletedProcess[str], list[str], dict]:
     """Run a benchmark's --smoke mode: its output, its lines, and its RESULT summary."""
     result = subprocess.run(
-        [sys.executable, f"benchmarks/{bench}.py", "--smoke"],
+        [sys.executable, f"benchmarks/{bench}.py", "--smoke", *args],
         cwd=REPO, capture_output=True, text=True, env=_clean_env(tmp_path), timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -36,7 +36,15 @@ def test_bench_query_smoke(tmp_path):
     assert 0.9 <= summary["recall@10"] <= 1.0  # 2,000 vectors: HNSW is all but exact
     assert summary["text_encoder_min_cosine"] >= 0.9999
     assert summary["torch_imported_by_search"] is False
-    assert any(line.startswith("| ") and "bench_query.py --smoke" in line for line in lines)  # the RESULTS.md row
+    # Both backends side by side (the default): the servers' index holds the same vectors and answers alike.
+    assert set(summary["backends"]) == {"embedded", "servers"}
+    servers = summary["backends"]["servers"]
+    for key in ("p50_ms", "p95_ms", "hnsw_p50_ms", "catalog_p50_ms", "cold_search_s", "build_vectors_s"):
+        assert servers[key] > 0, key
+    assert 0.9 <= servers["recall@10"] <= 1.0
+    assert "servers_added_p50_ms" in summary and summary["servers_ratio_p50"] > 0
+    rows = [line for line in lines if line.startswith("| ") and "bench_query.py --smoke" in line]  # RESULTS.md rows
+    assert [row.split(" | ")[3] for row in rows] == ["embedded", "servers"]
 
 
 def test_bench_index_smoke(tmp_path):
@@ -49,6 +57,19 @@ def test_bench_index_smoke(tmp_path):
     assert summary["precision"] in ("fp32", "bf16")  # what auto resolves to on a CPU
     assert summary["photos"] == 8 and summary["reference_photos"] == 4
     assert any(line.startswith("| ") and "bench_index.py --smoke" in line for line in lines)  # the RESULTS.md row
+
+
+def test_bench_index_servers_smoke(tmp_path):
+    _, lines, summary = _smoke(tmp_path, "bench_index", "--backend", "servers")
+    assert summary["workers"] == [1, 2]
+    for name in ("clip_1w", "fake_1w", "fake_2w"):  # the smoke runs the CLIP model in one worker only (start-up)
+        run = summary[name]
+        assert run["photos_per_s"] > 0 and sum(run["split"]) == 8 and len(run["split"]) == int(name[-2]), name
+    assert summary["fake_2w_over_1w"] > 0
+    for count in (1, 2):  # every pending row claimed by exactly one claimer (checked inside), split among them
+        claims = summary[f"claims_{count}"]
+        assert claims["us_per_photo"] > 0 and claims["wall_us_per_photo"] > 0 and sum(claims["split"]) == 500
+    assert any(line.startswith("| ") and "bench_index.py --smoke --backend servers" in line for line in lines)
 
 
 def test_bench_stores_smoke(tmp_path):
