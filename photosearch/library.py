@@ -213,7 +213,9 @@ class Library:
         return report
 
     def _after_run(self, roots: Sequence[RootInfo], report: IndexReport) -> None:
-        """Note which roots a run indexed, and report the missing roots whose photos turned up elsewhere."""
+        """Note which roots a run indexed, and report the missing roots whose photos turned up elsewhere; the
+        catalog's statistics refreshed (Catalog.optimize)."""
+        self.catalog.optimize()
         for root in roots:
             if root.path not in report.missing_roots:
                 self.catalog.mark_root_indexed(root.id)

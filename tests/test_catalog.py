@@ -199,3 +199,23 @@ def test_a_path_still_opens_a_sqlite_file(tmp_path):
     catalog.close()
     with sqlite3.connect(tmp_path / "c.sqlite3") as conn:
         assert conn.execute("select version_num from alembic_version").fetchone() == (SCHEMA_HEAD,)
+
+
+def test_add_meta_first_one_wins_without_a_conflict(catalog_url):
+    """Two indexers starting at once on a new shared library both record their model: no duplicate-key error."""
+    first, second = Catalog.open(catalog_url), Catalog.open(catalog_url)
+    assert first.add_meta({"model": "a", "collection": "c-a"}) == {"model": "a", "collection": "c-a"}
+    assert second.add_meta({"model": "b", "collection": "c-b"}) == {"model": "a", "collection": "c-a"}
+    first.close()
+    second.close()
+
+
+def test_optimize_gives_sqlite_the_statistics_its_planner_needs(tmp_path):
+    catalog = Catalog.open(tmp_path / "c.sqlite3")
+    root = catalog.add_root(Path("/lib"))
+    catalog.upsert_files([_file(i, root.id, f"/lib/{i}.jpg") for i in range(200)])
+    catalog.optimize()
+    with sqlite3.connect(tmp_path / "c.sqlite3") as conn:
+        analysed = {r[0] for r in conn.execute("select tbl from sqlite_stat1")}
+    assert "photos" in analysed
+    catalog.close()

@@ -99,8 +99,8 @@ class LoadedModels:
         """The loaded model's identity: recorded when nothing is indexed yet, refused if not the index's."""
         stored = self.stored()
         if stored is None:
-            generations.record_active(self._catalog, identity)
-        elif stored != identity:
+            stored = generations.record_active(self._catalog, identity).model  # another's, if it was first
+        if stored != identity:
             raise mismatch(stored.describe(), identity.describe())
 
 

@@ -39,10 +39,13 @@ def active(catalog: Catalog) -> Generation | None:
 
 
 def record_active(catalog: Catalog, model: ModelIdentity) -> Generation:
-    """The first model of an empty index."""
+    """The first model of an empty index; two indexers starting at once on a new shared library both get here,
+    and the first one's record stands (the caller compares it with its own model)."""
     generation = Generation(model, PREFIX + model.key())
-    catalog.set_meta({MODEL_KEY: model.to_json(), COLLECTION_KEY: generation.collection})
-    return generation
+    catalog.add_meta({MODEL_KEY: model.to_json(), COLLECTION_KEY: generation.collection})
+    found = active(catalog)
+    assert found is not None
+    return found
 
 
 def target(catalog: Catalog) -> Generation | None:
