@@ -17,6 +17,7 @@ import numpy as np
 
 from photosearch.errors import InvalidQueryError
 from photosearch.models.protocols import TextEmbedder as TextEmbedder  # re-exported: what a Searcher is given
+from photosearch.pathtext import display
 from photosearch.query.limits import MAX_K as MAX_K  # re-exported: the query layer's limit
 from photosearch.query.result import SearchResult as SearchResult  # re-exported: what a search gives
 from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
@@ -38,7 +39,7 @@ def resolve_folder(roots: Sequence[RootInfo], folder: Path) -> tuple[int, str]:
         if target == root_path or root_path in target.parents:
             rel = target.relative_to(root_path).as_posix()
             return root.id, "" if rel == "." else rel
-    raise InvalidQueryError(f"{folder} is not inside any library root (see `photosearch status`)")
+    raise InvalidQueryError(f"{display(folder)} is not inside any library root (see `photosearch status`)")
 
 
 def _check_k(k: int) -> None:

@@ -133,6 +133,9 @@ def _urls(photo_id: int) -> dict[str, str]:
 
 
 def _error(status: int, kind: str, detail: str) -> JSONResponse:
+    # A message may quote a path the client sent that is no valid Unicode (lone surrogates): escaped, so the
+    # JSON can be written at all.
+    detail = detail.encode("utf-8", "backslashreplace").decode("utf-8")
     return JSONResponse({"error": kind, "detail": detail}, status_code=status)
 
 
