@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -94,12 +95,7 @@ def run_workers(count: int, fake: bool, args: argparse.Namespace, model: Path, f
     time.sleep(0.2)  # the workers' polls settle before the clock starts
     go_time = time.time()
     go.touch()
-    results = []
-    for proc in procs:
-        out, _ = proc.communicate()
-        if proc.returncode != 0:
-            sys.exit(f"a worker failed ({proc.returncode}):\n{_log_tail(logs)}")
-        results.append(json.loads(next(line[6:] for line in out.splitlines() if line.startswith("CHILD "))))
+    results = _results(procs, "worker", lambda: _log_tail(logs))
     embedded = sum(r["embedded"] for r in results)
     if embedded != args.photos:  # every photo once, across the workers: the claims split the work
         sys.exit(f"{count} workers embedded {embedded} photos, not {args.photos}:\n{_log_tail(logs)}")
@@ -174,12 +170,7 @@ def claim_costs(count: int, rows: int, servers: Any, scratch: Path, batch: int =
         time.sleep(0.01)
     time.sleep(0.2)
     go.touch()
-    results = []
-    for proc in procs:
-        out, _ = proc.communicate()
-        if proc.returncode != 0:
-            sys.exit(f"a claimer failed ({proc.returncode})")
-        results.append(json.loads(next(line[6:] for line in out.splitlines() if line.startswith("CHILD "))))
+    results = _results(procs, "claimer", lambda: "")
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)  # not the processes' exits
     ids = [i for r in results for i in r["ids"]]
     if len(ids) != rows or len(set(ids)) != rows:  # SKIP LOCKED: each row to exactly one claimer
@@ -258,3 +249,14 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _results(procs: list[subprocess.Popen[str]], what: str, logs: Callable[[], str]) -> list[dict[str, Any]]:
+    """Each child's CHILD line (its JSON result), once it ends; a child that failed ends the benchmark."""
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            sys.exit(f"a {what} failed ({proc.returncode}):\n{logs()}")
+        results.append(json.loads(next(line[6:] for line in out.splitlines() if line.startswith("CHILD "))))
+    return results

@@ -156,10 +156,7 @@ class _Session:
         owner, report = self.owner, self.report
         settled_before = None if settle is None else time.time_ns() - int(settle * 1e9)
 
-        def interrupt() -> None:
-            self._stop_if_asked()
-
-        plan = make_plan(owner._index.catalog, owner._config.index, roots, scope, settled_before, interrupt,
+        plan = make_plan(owner._index.catalog, owner._config.index, roots, scope, settled_before, self._stop_if_asked,
                          leave_queued=True)  # fmt: skip
         report.unchanged += plan.unchanged
         report.missing_roots += plan.missing_roots
