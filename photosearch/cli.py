@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from photosearch.cli_roots import roots as roots_command
-from photosearch.cli_status import show_status
+from photosearch.cli_status import show_status, show_stores_down
 from photosearch.cli_store import store as store_command
 from photosearch.pathtext import display
 from photosearch.query.limits import MAX_K
@@ -272,9 +272,17 @@ def serve(ctx: click.Context, host: str | None, port: int | None, watch: bool) -
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, show_failed: bool) -> None:
     """What is indexed, pending and failed; the model; where the data lives."""
-    with _queries(ctx) as queries:
-        data = queries.status_report()
-        failures = queries.failures() if show_failed else None
+    from photosearch.errors import CatalogUnavailableError
+
+    try:
+        with _queries(ctx) as queries:
+            data = queries.status_report()
+            failures = queries.failures() if show_failed else None
+    except CatalogUnavailableError as exc:  # still say where the stores are and which of them answers
+        from photosearch.librarystatus import catalog_down
+
+        show_stores_down(catalog_down(_config(ctx), exc), as_json)
+        raise
     show_status(data, failures, as_json)
 
 

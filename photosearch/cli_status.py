@@ -29,6 +29,16 @@ def show_status(data: dict[str, Any], failures: Sequence[tuple[Path, str]] | Non
         click.echo(f"{display(path)}: {display(reason)}")
 
 
+def show_stores_down(info: dict[str, Any], as_json: bool) -> None:
+    """The catalog does not answer (librarystatus.catalog_down): where the stores are, which answers, and why not."""
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"data      {info['data_dir']}")
+    click.echo(f"catalog   {info['catalog']}  (not answering: {info['catalog_error']})")
+    _echo_vectors(info)
+
+
 def print_status(info: dict[str, Any]) -> None:
     for root in info["roots"]:
         mark = "  (missing or empty)" if root in info["missing_roots"] else ""
@@ -48,11 +58,15 @@ def print_status(info: dict[str, Any]) -> None:
     if info.get("catalog"):
         click.echo(f"catalog   {info['catalog']}")
     if info.get("vectors_bytes") is None and info.get("vectors_at"):  # on a Chroma server, not in data_dir
-        answer = f"  (not answering: {info['vectors_error']})" if info.get("vectors_error") else ""
-        click.echo(f"vectors   {info['vectors_at']}{answer}")
+        _echo_vectors(info)
     if info.get("workers"):
         click.echo(f"indexers  {len(info['workers'])} running: {', '.join(info['workers'])}")
     click.echo(f"size      catalog {_mb(info['catalog_bytes'])}, vectors {_mb(info['vectors_bytes'])}")
+
+
+def _echo_vectors(info: dict[str, Any]) -> None:
+    answer = f"  (not answering: {info['vectors_error']})" if info.get("vectors_error") else ""
+    click.echo(f"vectors   {info['vectors_at']}{answer}")
 
 
 def print_daemon(daemon: dict[str, Any]) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from photosearch.errors import VectorStoreError
+from photosearch.config import Config
+from photosearch.errors import CatalogUnavailableError, VectorStoreError
 from photosearch.indexing.roots import MovedRoot
 from photosearch.pathtext import display
 from photosearch.stores.catalog import RootInfo
-from photosearch.stores.vectors import ChromaPlace
+from photosearch.stores.catalog_engine import display_catalog_url
+from photosearch.stores.vectors import ChromaPlace, open_vectors
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,16 @@ def unanswered(vectors: ChromaPlace) -> str | None:
     except VectorStoreError as exc:
         return str(exc)
     return None
+
+
+def catalog_down(config: Config, error: CatalogUnavailableError) -> dict[str, object]:
+    """What `status` can still say when the catalog does not answer: where both stores are and why the catalog does
+    not answer, and whether the Chroma server does (a part of LibraryStatus's JSON form, its keys the same)."""
+    vectors = open_vectors(config)
+    return {
+        "data_dir": str(config.data_dir),
+        "catalog": display_catalog_url(config.catalog_url),
+        "catalog_error": str(error),
+        "vectors_at": vectors.describe(),
+        "vectors_error": None if config.store.vectors is None else unanswered(vectors),
+    }
