@@ -135,8 +135,9 @@ class Library:
     def store(self) -> VectorStore:
         """The active collection: reopened when a reindex (here or in another process) switched to a new one."""
         with self._init_lock:
-            self.models.check_name()
-            active = generations.active(self.catalog) or self._first_generation()
+            active = generations.active(self.catalog)
+            self.models.check_against(active.model if active else None)
+            active = active or self._first_generation()
             if self._store_instance is None or self._store_instance.name != active.collection:
                 self._store_instance = VectorStore.open(self._chroma, active.collection, active.model.to_dict())
             return self._store_instance

@@ -26,6 +26,7 @@ from photosearch.errors import LibraryBusyError, StoreError, WriterBusyError
 from photosearch.stores.boundary import store_errors
 
 WRITER_LOCK = "writer.lock"
+DAEMON_ROLE = "watch"  # the watch daemon's role in the lock file
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,16 @@ class Writer:
 
     def __init__(self, data_dir: Path, lock_file: bool = True) -> None:
         self._data_dir = data_dir
-        self._lock_file = lock_file  # False for shared stores: their writers split the work, not take turns
+        # False for shared stores: their writers split the work, not take turns. The watch daemon takes the file all
+        # the same, as this data directory's one daemon: status names it, a second one is refused.
+        self._lock_file = lock_file
         self._held: WriterLock | None = None
         self._turn = threading.RLock()
 
     @contextmanager
     def holding(self, role: str) -> Iterator[None]:
         """Hold the data directory's writer lock for the block; within one already held, nothing more."""
-        if self._held is not None or not self._lock_file:
+        if self._held is not None or not (self._lock_file or role == DAEMON_ROLE):
             yield
             return
         self._held = WriterLock.acquire(self._data_dir, role)

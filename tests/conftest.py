@@ -174,6 +174,26 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     use_stores(StoreConfig())
 
 
+@pytest.fixture(scope="module", params=["embedded", "servers"])
+def module_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """`backend` for a module whose library is built once (a module-scoped fixture): its tests run on the
+    embedded stores, then on a PostgreSQL database and a Chroma database of the module's own. A module opts in
+    with ``pytestmark = pytest.mark.usefixtures("module_backend")``, listed first by its module fixtures."""
+    from helpers import use_stores
+
+    if request.param == "embedded":
+        use_stores(StoreConfig())
+        yield "embedded"
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    chroma: ChromaServer = request.getfixturevalue("chroma_server")
+    url = postgres.create_database()
+    use_stores(StoreConfig(catalog=url, vectors=chroma.url, database=f"test_{uuid.uuid4().hex[:16]}"))
+    yield "servers"
+    use_stores(StoreConfig())
+    postgres.drop_database(url)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_report_to_serializable(config: pytest.Config, report: pytest.TestReport) -> Iterator[None]:
     """A report may hold file names that are not UTF-8 (lone surrogates, as Python decodes them: in captured

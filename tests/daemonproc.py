@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 FAST = {
     "PHOTOSEARCH_WATCH_DEBOUNCE": "0.2",
@@ -37,11 +39,19 @@ class Daemon:
         return self
 
     def sql(self, query: str) -> list[tuple]:
-        try:
-            with sqlite3.connect(self.data / "catalog.sqlite3", timeout=10) as conn:
-                return conn.execute(query).fetchall()
-        except sqlite3.OperationalError:
+        """The catalog as another process sees it (the data directory's SQLite file, or the PostgreSQL database
+        of the process's PHOTOSEARCH_STORE_CATALOG), read with SQL of our own; [] before it has its tables."""
+        url = self.env.get("PHOTOSEARCH_STORE_CATALOG") or f"sqlite:///{self.data / 'catalog.sqlite3'}"
+        if url.startswith("sqlite") and not (self.data / "catalog.sqlite3").exists():
             return []
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(text(query))]
+        except (OperationalError, ProgrammingError):
+            return []
+        finally:
+            engine.dispose()
 
     def indexed_paths(self) -> set[str]:
         return {p for (p,) in self.sql("select path from photos where status = 'indexed'")}

@@ -125,6 +125,22 @@ def use_stores(store: StoreConfig) -> None:
     _stores[0] = store
 
 
+def stores_env() -> dict[str, str]:
+    """The same choice of stores for a photosearch process the test starts: its PHOTOSEARCH_STORE_* variables
+    (none on the embedded stores)."""
+    store = _stores[0]
+    if not store.shared:
+        return {}
+    assert store.catalog and store.vectors
+    return {"PHOTOSEARCH_STORE_CATALOG": store.catalog, "PHOTOSEARCH_STORE_VECTORS": store.vectors,
+            "PHOTOSEARCH_STORE_DATABASE": store.database}  # fmt: skip
+
+
+def on_servers() -> bool:
+    """Whether this test's stores are the servers (the `backend` fixture's "servers")."""
+    return _stores[0].shared
+
+
 def make_config(data_dir: Path, model_dir: Path, **index: object) -> Config:
     return Config(
         data_dir=data_dir,

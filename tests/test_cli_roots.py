@@ -14,14 +14,15 @@ import time
 import urllib.request
 
 import pytest
-from helpers import Counted, assert_stores_agree, make_config, make_two_roots
+from helpers import Counted, assert_stores_agree, make_config, make_two_roots, stores_env
 
 from photosearch.library import Library
 
 
 @pytest.fixture
-def env(tmp_path):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
+def env(tmp_path, backend):
+    """No user config, no PHOTOSEARCH_* of the developer's shell; the stores of the backend under test."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")} | stores_env()
     return {**clean, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HF_HOME": str(tmp_path / "hf"),
             "PHOTOSEARCH_WATCH_DEBOUNCE": "0.2", "PHOTOSEARCH_WATCH_BATCH_WAIT": "0.2",
             "PHOTOSEARCH_WATCH_SETTLE": "0.5"}  # fmt: skip
@@ -173,8 +174,10 @@ def _answers(port: int) -> bool:
     return True
 
 
-def test_a_running_watch_daemon_is_named_in_one_line(ps, folders, tmp_path, tiny_model_dir, env):
-    """`watch` holds the writer lock and has no server to ask: removing waits for nobody and changes nothing."""
+def test_a_running_watch_daemon_is_named_in_one_line(ps, folders, tmp_path, tiny_model_dir, env, backend):
+    """`watch` holds the writer lock and has no server to ask: removing waits for nobody and changes nothing. On
+    shared stores writers do not take turns (other machines index meanwhile): the removal goes ahead beside the
+    running daemon, and both stores agree afterwards."""
     a, b = folders
     ps("index", "--no-progress", a, b)
     with (tmp_path / "watch.log").open("w") as log:
@@ -185,11 +188,14 @@ def test_a_running_watch_daemon_is_named_in_one_line(ps, folders, tmp_path, tiny
         while not (lock.exists() and f'"pid": {daemon.pid},' in lock.read_text()):
             assert daemon.poll() is None and time.monotonic() < deadline, (tmp_path / "watch.log").read_text()
             time.sleep(0.1)
-        refused = ps("roots", "remove", b, "--yes", expect=75)
-        assert refused.stderr.startswith(f"photosearch: error: photosearch watch is already running for this data "
-                                         f"directory (pid {daemon.pid}")  # fmt: skip
-        assert len(refused.stderr.strip().splitlines()) == 1
+        if backend == "servers":
+            assert "5 photos left the index" in ps("roots", "remove", b, "--yes").stdout  # beside the daemon
+        else:
+            refused = ps("roots", "remove", b, "--yes", expect=75)
+            assert refused.stderr.startswith(f"photosearch: error: photosearch watch is already running for this "
+                                             f"data directory (pid {daemon.pid}")  # fmt: skip
+            assert len(refused.stderr.strip().splitlines()) == 1
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=20)
-    assert _vectors(tmp_path, tiny_model_dir) == 8
+    assert _vectors(tmp_path, tiny_model_dir) == (3 if backend == "servers" else 8)

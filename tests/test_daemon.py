@@ -13,14 +13,17 @@ from pathlib import Path
 
 import pytest
 from daemonproc import FAST, Daemon
-from helpers import Counted, assert_stores_agree, make_config, make_photo
+from helpers import Counted, assert_stores_agree, make_config, make_photo, stores_env
 
 from photosearch.library import Library
 
 
 @pytest.fixture
-def env(tmp_path):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
+def env(tmp_path, backend):
+    """No user config, no PHOTOSEARCH_* of the developer's shell; the stores of the backend under test."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")} | stores_env()
+    if backend == "servers":  # a killed daemon's claims come back after 5 s, not the default 300
+        clean["PHOTOSEARCH_STORE_LEASE"] = "5"
     return {**clean, **FAST, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HF_HOME": str(tmp_path / "hf")}
 
 

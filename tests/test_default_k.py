@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import Counted, HashEmbedder, hash_config, make_config, make_photo
+from helpers import Counted, HashEmbedder, hash_config, make_config, make_photo, stores_env
 from PIL import Image
 
 from photosearch.config import SearchConfig, load_config
@@ -19,6 +19,8 @@ from photosearch.library import Library
 from photosearch.query.search import MAX_K
 from photosearch.serving.httpapi import create_app
 from photosearch.serving.webguard import CSRF_HEADER
+
+pytestmark = pytest.mark.usefixtures("backend")  # the tests that index do so on each backend
 
 
 @pytest.mark.parametrize("value", [MAX_K + 1, 10_000, 0])
@@ -70,7 +72,7 @@ def test_the_cli_uses_the_configured_default_k_and_refuses_one_above_max_k_in_on
     data = tmp_path / "data"
     with Library.open(make_config(data, tiny_model_dir), embedder_factory=Counted()) as library:
         library.index([root])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")} | stores_env()
     env |= {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HF_HOME": str(tmp_path / "hf")}
     base = [sys.executable, "-m", "photosearch", "--data-dir", str(data), "--model", str(tiny_model_dir)]
 

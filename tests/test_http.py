@@ -1,4 +1,5 @@
-"""The HTTP API against a real library: real SQLite, real Chroma, the tiny real CLIP model."""
+"""The HTTP API against a real library on both backends (SQLite and embedded Chroma; PostgreSQL and a Chroma
+server), with the tiny real CLIP model."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from photosearch.serving.serve import check_binding
 from photosearch.serving.webguard import CSRF_HEADER
 
 TOKEN = "a-long-random-test-token-123456"
+pytestmark = pytest.mark.usefixtures("module_backend")
+
 BASE_URL = "http://127.0.0.1:8765"  # the Host a real client sends (TestClient's "testserver" is refused)
 
 
@@ -27,7 +30,7 @@ def _client(app) -> TestClient:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_model_dir, exif_samples):
+def built(module_backend, tmp_path_factory, tiny_model_dir, exif_samples):
     """A library of made photos plus two real orientation samples, and a symlink pointing out of it."""
     base = tmp_path_factory.mktemp("http")
     root = base / "lib"

@@ -1,4 +1,4 @@
-"""/api/roots and offline results over HTTP, against a real library (real SQLite, Chroma, the tiny CLIP)."""
+"""/api/roots and offline results over HTTP, against a real library on both backends, with the tiny CLIP."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from helpers import Counted, assert_stores_agree, make_config, make_photo
 
 from photosearch.library import Library
 from photosearch.serving.httpapi import create_app
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 # The Host a real client sends, and the header with which the CLI's client marks its requests (webguard.py).
 BASE_URL = "http://127.0.0.1:8765"

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from helpers import make_photo, readme_json_keys
+from helpers import make_photo, readme_json_keys, stores_env
 
 
 def _free_port() -> int:
@@ -23,8 +23,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def env(tmp_path):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
+def env(tmp_path, backend):
+    """No user config, no PHOTOSEARCH_* of the developer's shell; the stores of the backend under test."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")} | stores_env()
     fast = {
         "PHOTOSEARCH_WATCH_DEBOUNCE": "0.2",
         "PHOTOSEARCH_WATCH_SETTLE": "0.5",

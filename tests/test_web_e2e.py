@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import Counted, make_config, make_photo
+from helpers import Counted, make_config, make_photo, stores_env
 
 from photosearch.library import Library
 
@@ -40,8 +40,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_dir, exif_samples):
-    """A library of made photos and one real camera photo with GPS, indexed, served by `photosearch serve`."""
+def server(module_backend, tmp_path_factory, tiny_model_dir, exif_samples):
+    """A library of made photos and one real camera photo with GPS, indexed, served by `photosearch serve`; on
+    each backend (the embedded stores, the servers)."""
     base = tmp_path_factory.mktemp("web")
     root = base / "lib"
     for i in range(PHOTOS):
@@ -53,7 +54,7 @@ def server(tmp_path_factory, tiny_model_dir, exif_samples):
         report = library.index([root])
     assert report.failed == 0
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")} | stores_env()
     env |= {"XDG_CONFIG_HOME": str(base / "xdg"), "HF_HOME": str(base / "hf")}
     port = _free_port()
     cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(config.data_dir), "--model", str(tiny_model_dir),

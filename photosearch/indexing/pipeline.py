@@ -164,11 +164,10 @@ class Run:
             assert outcome.digest is not None
             self.writes.queued.append((location(work), outcome.digest))
             self.report.queued += 1
+            self.report.queued_here[work.file.path] = work.state is None
             self._count_new_or_changed(work.state is None)
         elif outcome.error is not None:
-            log.info("failed: %s: %s", display(work.file.path), display(outcome.error))
-            self.writes.failures.append((location(work), outcome.digest, outcome.error))
-            self.report.failed += 1
+            self._failed(work, outcome.digest, outcome.error)
         elif outcome.pixels is not None:
             if outcome.digest in {o.digest for o in self.batch}:
                 self.deferred.append(outcome)
@@ -211,9 +210,7 @@ class Run:
     def _decode_now(self, outcome: Outcome) -> None:
         redo = examine(outcome.work, lambda _digest: False, self.embedder, self.max_pixels)
         if redo.pixels is None:
-            error = redo.error or "vanished"
-            self.writes.failures.append((location(outcome.work), redo.digest, error))
-            self.report.failed += 1
+            self._failed(outcome.work, redo.digest, redo.error or "vanished")
             return
         self.batch.append(redo)
         self._flush()
@@ -260,6 +257,15 @@ class Run:
         self.index.touch(writes.touched)
         self.index.fail(writes.failures)
         self.index.enqueue(writes.queued)
+
+    def _failed(self, work: Work, digest: str | None, error: str) -> None:
+        log.info("failed: %s: %s", display(work.file.path), display(error))
+        self.writes.failures.append((location(work), digest, error))
+        self.report.failed += 1
+        queued_new = self.report.queued_here.pop(work.file.path, None) if self.claimed else None
+        if queued_new is not None:  # this run's scan counted it new or changed: it is a failure instead
+            self.report.new -= queued_new
+            self.report.changed -= not queued_new
 
     def _count_new_or_changed(self, new: bool) -> None:
         if self.claimed:

@@ -44,6 +44,9 @@ class IndexReport:
     deferred: list[ScannedFile] = field(default_factory=list)  # still being written: left for a later run
     reindexed: int | None = None  # a reindex ran first: the distinct photos it embedded (in ``embedded`` too)
     reindex_complete: bool = False  # ...and it completed: the index is the new model's now
+    # Shared stores: the paths this run's scans queued, and whether each was new (else changed). One that fails
+    # when claimed is counted failed instead, as a run on the embedded stores counts it (examined and failed).
+    queued_here: dict[Path, bool] = field(default_factory=dict, repr=False)
 
     def add_reindex(self, rebuilt: ReindexReport | None) -> None:
         if rebuilt is not None:

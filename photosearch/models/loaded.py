@@ -42,7 +42,10 @@ class LoadedModels:
 
     def check_name(self) -> None:
         """Refuse a model.name other than the index's before loading anything, unless a reindex to it is under way."""
-        stored = self.stored()
+        self.check_against(self.stored())
+
+    def check_against(self, stored: ModelIdentity | None) -> None:
+        """check_name with the index's model as the caller has just read it (one catalog query less per search)."""
         if stored is None or stored.matches(self._config.name):
             return
         target = generations.target(self._catalog)

@@ -353,8 +353,12 @@ class Catalog(RootChanges, HashQueries):
 
     # -- meta ------------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
+        return self.get_metas([key]).get(key)
+
+    def get_metas(self, keys: Sequence[str]) -> dict[str, str]:
+        """The keys that are set, in one query (a search reads several: each query is a round trip to a server)."""
         with self._session() as s:
-            return s.scalar(select(Meta.value).where(Meta.key == key))
+            return {k: v for k, v in s.execute(select(Meta.key, Meta.value).where(Meta.key.in_(keys)))}
 
     def add_meta(self, values: dict[str, str]) -> dict[str, str]:
         """Set keys that are not set yet (another process may set them at the same moment: the first one wins,

@@ -31,11 +31,11 @@ class Generation:
 
 
 def active(catalog: Catalog) -> Generation | None:
-    raw = catalog.get_meta(MODEL_KEY)
-    if raw is None:
+    found = catalog.get_metas([MODEL_KEY, COLLECTION_KEY])  # one query: every search reads it
+    if MODEL_KEY not in found:
         return None
-    model = ModelIdentity.from_json(raw)
-    return Generation(model, catalog.get_meta(COLLECTION_KEY) or PREFIX + model.key())
+    model = ModelIdentity.from_json(found[MODEL_KEY])
+    return Generation(model, found.get(COLLECTION_KEY) or PREFIX + model.key())
 
 
 def record_active(catalog: Catalog, model: ModelIdentity) -> Generation:

@@ -31,6 +31,7 @@ from photosearch.indexing.indexer import IndexCancelled
 from photosearch.indexing.planner import Scope
 from photosearch.indexing.scanner import ScannedFile
 from photosearch.library import Library
+from photosearch.locking import DAEMON_ROLE, current_holder
 from photosearch.watching.watcher import Change, Watcher
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def run(self) -> None:
-        with self.library.writing("watch"):
+        with self.library.writing(DAEMON_ROLE):
             self._install_signal_handlers()
             self._record.set_started(datetime.now().replace(microsecond=0))
             try:
@@ -245,10 +246,8 @@ class Daemon:
 
 def daemon_state(library: Library) -> dict[str, object]:
     """What `status` shows about the daemon: running (pid, since), queue depth, recent work, last error."""
-    from photosearch.locking import current_holder
-
     holder = current_holder(library.config.data_dir)
-    running = holder is not None and holder.role == "watch"
+    running = holder is not None and holder.role == DAEMON_ROLE
     now, record = datetime.now(), library.daemon_record
     last_error = record.last_error()
     return {

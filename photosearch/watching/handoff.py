@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 from photosearch.errors import WriterBusyError
 from photosearch.indexing.report import IndexReport
+from photosearch.locking import DAEMON_ROLE
 from photosearch.stores.catalog import RootInfo
 from photosearch.stores.queue import WorkQueue
 
 
 def hand_to_daemon(queue: WorkQueue, roots: Sequence[RootInfo], busy: WriterBusyError) -> IndexReport:
     """Queue ``roots`` for the daemon that holds the lock; any other holder (another index run) is ``busy``."""
-    if busy.holder.role != "watch":
+    if busy.holder.role != DAEMON_ROLE:
         raise busy
     queue.put([(r.path, None, True) for r in roots], debounce=0)
     return IndexReport(handed_to_pid=busy.holder.pid)
