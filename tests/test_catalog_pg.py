@@ -164,3 +164,15 @@ def test_library_on_postgresql_indexes_and_reports_status(tmp_path, postgres_url
         assert status.to_dict()["catalog"] == library.catalog.describe() and PASSWORD not in status.catalog
         assert library.catalog.backend == "postgresql"
     assert not (tmp_path / "data" / "catalog.sqlite3").exists()
+
+
+def test_a_search_s_reads_survive_a_restart_between_two_searches(own_server, postgres_url):
+    """The reads a search makes use connections without pre-ping (one round trip each): one that the restart
+    dropped fails the read once, and it runs again on a new connection, without an error."""
+    catalog = Catalog.open(postgres_url)
+    catalog.add_root(Path("/lib"))
+    assert [str(r.path) for r in catalog.roots()] == ["/lib"] and catalog.get_meta("model") is None
+    own_server.restart()
+    assert [str(r.path) for r in catalog.roots()] == ["/lib"]  # the pooled connection was dead: read again
+    assert catalog.counts()["indexed"] == 0 and catalog.indexed_by_hash(["0" * 64]) == {}
+    catalog.close()

@@ -9,12 +9,12 @@ dataclasses, never live ORM objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Row, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
@@ -23,12 +23,24 @@ from photosearch.errors import CatalogError, PhotoNotFoundError
 from photosearch.facts import PhotoFacts, fact_values
 from photosearch.stores import pathmap
 from photosearch.stores.boundary import store_errors
-from photosearch.stores.catalog_engine import RETRY_DELAYS, SCHEMA_HEAD, make_engine, migrate, migrations_dir, parse_url
+from photosearch.stores.catalog_engine import (
+    RETRY_DELAYS,
+    SCHEMA_HEAD,
+    make_engine,
+    make_reader,
+    migrate,
+    migrations_dir,
+    parse_url,
+    read,
+)
 from photosearch.stores.catalog_hashes import HashQueries
+from photosearch.stores.catalog_meta import MetaKeys
 from photosearch.stores.catalog_roots import RootChanges
 from photosearch.stores.dialect import insert_for
 from photosearch.stores.pathmap import PathMap
-from photosearch.stores.schema import Meta, Photo, PhotoStatus, Root
+from photosearch.stores.schema import Photo, PhotoStatus, Root
+
+T = TypeVar("T")
 
 __all__ = ["SCHEMA_HEAD", "Catalog", "FileState", "PhotoRecord", "RootInfo", "migrations_dir", "record_of"]
 
@@ -100,9 +112,10 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield items[start : start + _CHUNK]
 
 
-class Catalog(RootChanges, HashQueries):
-    def __init__(self, engine: Engine, data_dir: Path) -> None:
+class Catalog(RootChanges, HashQueries, MetaKeys):
+    def __init__(self, engine: Engine, data_dir: Path, reader: Engine | None = None) -> None:
         self._engine = engine
+        self._reader = reader or engine  # the few reads a search makes (catalog_engine.make_reader)
         self.data_dir = data_dir  # where a SQLite catalog lives, or (PostgreSQL) just the data directory
         # The SQLite file; None on PostgreSQL. Its folder is where a disk-full or read-only failure is looked for.
         self.path = Path(engine.url.database or "") if engine.dialect.name == "sqlite" else None
@@ -129,9 +142,11 @@ class Catalog(RootChanges, HashQueries):
                 file.parent.mkdir(parents=True, exist_ok=True)
         data_dir = data_dir or Path.cwd()
         engine = make_engine(parsed, retry_delays)
+        reader = make_reader(parsed, engine, retry_delays)
         if paths:
-            pathmap.install(engine.dialect, PathMap(paths))
-        catalog = cls(engine, data_dir)
+            for dialect in {engine.dialect, reader.dialect}:
+                pathmap.install(dialect, PathMap(paths))
+        catalog = cls(engine, data_dir, reader)
         try:
             with catalog._errors(f"cannot open the catalog {catalog.describe()}"):
                 migrate(engine, catalog.describe())
@@ -154,6 +169,7 @@ class Catalog(RootChanges, HashQueries):
 
     def close(self) -> None:
         self._engine.dispose()
+        self._reader.dispose()
 
     def size_bytes(self) -> int:
         """The catalog's size on disk: the database and SQLite's -wal and -shm files beside it, or what PostgreSQL
@@ -179,6 +195,11 @@ class Catalog(RootChanges, HashQueries):
 
     _session = session
 
+    def _read(self, work: Callable[[Session], T]) -> T:
+        """Read-only ``work`` through the reader: one round trip a statement on PostgreSQL (catalog_engine.read)."""
+        with self._errors():
+            return read(self._reader, work)
+
     # -- roots -----------------------------------------------------------------------------------------
     def add_root(self, path: Path) -> RootInfo:
         """Remember a root (once: another machine adding the same folder at the same moment is no conflict)."""
@@ -188,9 +209,9 @@ class Catalog(RootChanges, HashQueries):
             return RootInfo(row.id, Path(row.path), row.added_at, row.last_indexed_at)
 
     def roots(self) -> list[RootInfo]:
-        with self._session() as s:
-            rows = s.scalars(select(Root).order_by(Root.path))
-            return [RootInfo(r.id, Path(r.path), r.added_at, r.last_indexed_at) for r in rows]
+        rows = self._read(lambda s: s.execute(select(Root.id, Root.path, Root.added_at, Root.last_indexed_at)
+                                              .order_by(Root.path)).all())  # fmt: skip
+        return [RootInfo(r.id, Path(r.path), r.added_at, r.last_indexed_at) for r in rows]
 
     def mark_root_indexed(self, root_id: int) -> None:
         with self._session() as s, s.begin():
@@ -201,8 +222,8 @@ class Catalog(RootChanges, HashQueries):
             return {root_id: n for root_id, n in s.execute(select(Photo.root_id, func.count()).group_by(Photo.root_id))}
 
     def has_photos(self, root_id: int) -> bool:
-        with self._session() as s:
-            return s.scalar(select(Photo.id).where(Photo.root_id == root_id).limit(1)) is not None
+        query = select(Photo.id).where(Photo.root_id == root_id).limit(1)
+        return self._read(lambda s: s.scalar(query)) is not None
 
     # -- reads -----------------------------------------------------------------------------------------
     def file_states(self, root_id: int, under: str | None = None) -> dict[str, FileState]:
@@ -286,11 +307,10 @@ class Catalog(RootChanges, HashQueries):
             return set(s.scalars(select(Photo.id).where(Photo.status == status)))
 
     def counts(self) -> dict[str, int]:
-        with self._session() as s:
-            rows = s.execute(select(Photo.status, func.count()).group_by(Photo.status))
-            counts = {status.value: 0 for status in PhotoStatus}
-            counts.update({status: n for status, n in rows})
-            return counts
+        rows = self._read(lambda s: s.execute(select(Photo.status, func.count()).group_by(Photo.status)).all())
+        counts = {status.value: 0 for status in PhotoStatus}
+        counts.update({status: n for status, n in rows})
+        return counts
 
     def indexed_since(self, since: datetime) -> int:
         with self._session() as s:
@@ -351,23 +371,6 @@ class Catalog(RootChanges, HashQueries):
             for chunk in _chunks(ids):
                 s.execute(delete(Photo).where(Photo.id.in_(chunk)))
 
-    # -- meta ------------------------------------------------------------------------------------------
-    def get_meta(self, key: str) -> str | None:
-        return self.get_metas([key]).get(key)
-
-    def get_metas(self, keys: Sequence[str]) -> dict[str, str]:
-        """The keys that are set, in one query (a search reads several: each query is a round trip to a server)."""
-        with self._session() as s:
-            return {k: v for k, v in s.execute(select(Meta.key, Meta.value).where(Meta.key.in_(keys)))}
-
-    def add_meta(self, values: dict[str, str]) -> dict[str, str]:
-        """Set keys that are not set yet (another process may set them at the same moment: the first one wins,
-        without a conflict); the values the keys hold afterwards."""
-        with self._session() as s, s.begin():
-            for key, value in values.items():
-                s.execute(insert_for(s, Meta).values(key=key, value=value).on_conflict_do_nothing())
-            return {key: s.get_one(Meta, key).value for key in values}
-
     def optimize(self) -> None:
         """Refresh SQLite's query planner statistics (ANALYZE, sampling at most ~1,000 rows per index: a few ms at
         any size). Without any, it reads a search's catalog join through the status index: ~20 ms instead of ~1 ms
@@ -376,19 +379,6 @@ class Catalog(RootChanges, HashQueries):
             with self._session() as s, s.begin():
                 s.connection().exec_driver_sql("PRAGMA analysis_limit=1000")
                 s.connection().exec_driver_sql("ANALYZE")
-
-    def set_meta(self, values: dict[str, str | None]) -> None:
-        """Set (or, with None, remove) several keys in one transaction."""
-        with self._session() as s, s.begin():
-            for key, value in values.items():
-                row = s.get(Meta, key)
-                if value is None:
-                    if row is not None:
-                        s.delete(row)
-                elif row is None:
-                    s.add(Meta(key=key, value=value))
-                else:
-                    row.value = value
 
 
 def _server(engine: Engine) -> str:

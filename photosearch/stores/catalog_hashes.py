@@ -7,16 +7,18 @@ meet. Mixed into Catalog (catalog.py), whose conventions hold: every method is o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true, type_coerce, update
 from sqlalchemy.orm import Session
 
 from photosearch.pathtext import to_text
 from photosearch.stores.schema import OsText, Photo, PhotoStatus
+
+T = TypeVar("T")
 
 _CHUNK = 500  # stays under SQLite's bound-parameter limit in IN (...) lists
 _INDEXED = Photo.status == PhotoStatus.INDEXED
@@ -64,6 +66,9 @@ class HashQueries:
     def session(self) -> AbstractContextManager[Session]:
         raise NotImplementedError  # Catalog's: its sessions map store errors to typed ones (boundary.py)
 
+    def _read(self, work: Callable[[Session], T]) -> T:
+        raise NotImplementedError  # Catalog's: a search's reads, one round trip each
+
     def indexed_hashes(self) -> set[str]:
         """Every hash that has a vector (an indexed row)."""
         with self.session() as s:
@@ -103,15 +108,19 @@ class HashQueries:
         """The indexed rows (as PhotoRecords, by id) of each hash: a search hit is a hash, its results are rows."""
         from photosearch.stores.catalog import record_of  # the one row -> record mapping
 
-        found: dict[str, list[Any]] = {}
-        with self.session() as s:
+        def rows(s: Session) -> list[Any]:
+            found: list[Any] = []
             for part in _chunks(list(hashes)):
                 query: Select[Any] = select(Photo.__table__).where(_INDEXED, Photo.content_hash.in_(part))
                 if scope is not None:
                     query = query.where(scope.clause())
-                for row in s.connection().execute(query.order_by(Photo.id)):
-                    found.setdefault(row.content_hash, []).append(record_of(row))
-        return found
+                found += s.connection().execute(query.order_by(Photo.id)).all()
+            return found
+
+        by_hash: dict[str, list[Any]] = {}
+        for row in self._read(rows):
+            by_hash.setdefault(row.content_hash, []).append(record_of(row))
+        return by_hash
 
     def pending_hashes(self) -> set[str]:
         """Every hash of a pending row (queued work whose vector may be being written)."""
