@@ -79,13 +79,6 @@ class Claims:
         with self._catalog.session() as s, s.begin():
             s.execute(delete(Lease).where(Lease.name == name, Lease.holder == self.worker))
 
-    def held_by_other(self, name: str) -> bool:
-        """Whether another worker holds ``name`` now (not expired)."""
-        now = self.now()
-        with self._catalog.session() as s:
-            holder = s.scalar(select(Lease.holder).where(Lease.name == name, Lease.expires_at >= now))
-            return holder is not None and holder != self.worker
-
     def renew(self) -> None:
         """Push back the expiry of every lease and claim this worker holds (the heartbeat calls it)."""
         until = self.now() + self.lease
