@@ -12,13 +12,16 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from helpers import HashEmbedder, make_photo
 from shared_workers import SlowHashEmbedder, shared_config, worker_command
 
 from photosearch.indexing.shared import RECOVERY_DELAYS
 from photosearch.library import Library
+from photosearch.serving.httpapi import create_app
 from photosearch.stores.schema import PhotoStatus
 from photosearch.watching.daemon import Daemon
 
@@ -162,21 +165,30 @@ def test_postgresql_restarted_mid_run(tmp_path, library_folder, shared_store, po
     _check_library(tmp_path, shared_store)
 
 
-def test_another_machine_searches_the_shared_stores_while_a_worker_indexes(tmp_path, library_folder, shared_store):
-    """What `serve` on another machine does: its own data directory, the shared stores, queries during the run."""
+def test_another_machine_serves_the_shared_stores_while_a_worker_indexes(tmp_path, library_folder, shared_store):
+    """`serve` on another machine: its own data directory, the shared stores, the HTTP API (the app `serve` runs)
+    asked during the run: counts only grow, every result is a real file, no request fails."""
     worker = _start(tmp_path, "w", shared_store, library_folder, delay=0.05)
     seen_counts: list[int] = []
     config = shared_config(tmp_path / "reader", shared_store)
-    with Library.open(config, embedder_factory=lambda _config: HashEmbedder()) as reader:
+    with (Library.open(config, embedder_factory=lambda _config: HashEmbedder()) as reader,
+          TestClient(create_app(reader), base_url="http://127.0.0.1:8765") as http):  # fmt: skip
+
+        def ask(path: str) -> dict[str, Any]:
+            reply = http.get(path)
+            assert reply.status_code == 200, reply.text
+            return dict(reply.json())
+
         while worker.poll() is None:
-            indexed = reader.status().indexed
+            indexed = int(ask("/api/status")["indexed"])
             if indexed:
-                hits = reader.search("a dog on the beach", k=10)
-                assert len(hits) == min(10, indexed) and all(h.path.is_file() for h in hits)
+                hits = ask("/api/search?q=a+dog+on+the+beach&k=10")["results"]
+                assert len(hits) == min(10, indexed) and all(Path(h["path"]).is_file() for h in hits)
             seen_counts.append(indexed)
             time.sleep(0.2)
         _finish(worker, tmp_path, "w")
-        assert reader.status().indexed == PHOTOS and len(reader.search("a dog on the beach", k=10)) == 10
+        assert ask("/api/status")["indexed"] == PHOTOS
+        assert len(ask("/api/search?q=a+dog+on+the+beach&k=10")["results"]) == 10
     assert seen_counts == sorted(seen_counts) and any(0 < n < PHOTOS for n in seen_counts), seen_counts
 
 
