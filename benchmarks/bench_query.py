@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument(
         "--sqlite-analyze",
         action="store_true",
-        help="ANALYZE the embedded catalog before measuring (photosearch never does; see query_index.py)",
+        help="ANALYZE the embedded catalog before measuring, as an index run leaves it (see query_index.py)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny model and index, a few queries: for CI")
     parser.add_argument("--model-worker", type=Path, help=argparse.SUPPRESS)
