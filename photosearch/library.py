@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from photosearch.config import Config, StoreConfig
-from photosearch.errors import ConfigError, LibraryBusyError, LibraryRootError, WriterBusyError
+from photosearch.errors import LibraryBusyError, LibraryRootError, WriterBusyError
 from photosearch.indexing import roots as roots_ops
 from photosearch.indexing.indexer import Indexer, IndexReport, Progress
 from photosearch.indexing.planner import Scope
@@ -296,19 +296,14 @@ class Library:
     def copy_to(self, target: StoreConfig, progress: CopyProgress | None = None, page: int | None = None) -> CopyReport:
         """Copy this library's stores to ``target``'s catalog and Chroma server (stores/copy.py): nothing embedded,
         resumable, verified. Under the writer lock, so no `watch` or `index` changes the source meanwhile."""
-        from photosearch.stores.copy import PAGE, Stores, copy_stores
+        from photosearch.stores.copy import PAGE, Stores, copy_to
 
-        if target.catalog is None or target.vectors is None:
-            raise ConfigError("a copy needs the target's catalog URL and Chroma server URL")
         with ExitStack() as held:
             try:
                 held.enter_context(self._writer.holding("store copy"))
             except WriterBusyError as busy:
                 raise LibraryBusyError(f"{busy}: stop it first, then copy") from None
-            there = Catalog.open(target.catalog, self.config.data_dir)
-            held.callback(there.close)
-            vectors = open_vectors(self.config.model_copy(update={"store": target}))
-            return copy_stores(Stores(self.catalog, self._chroma), Stores(there, vectors), progress, page or PAGE)
+            return copy_to(Stores(self.catalog, self._chroma), self.config, target, progress, page or PAGE)
 
     # -- queries ---------------------------------------------------------------------------------------
     def _k(self, k: int | None) -> int:

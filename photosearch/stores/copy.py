@@ -31,12 +31,14 @@ import numpy as np
 from sqlalchemy import Table, Text, column, delete, select, text
 from sqlalchemy.sql import TableClause, table
 
+from photosearch.config import Config, StoreConfig
+from photosearch.errors import ConfigError
 from photosearch.stores import generations
 from photosearch.stores.catalog import Catalog
 from photosearch.stores.daemonrecord import ERROR_KEY, STARTED_KEY
 from photosearch.stores.dialect import backend, insert_for
 from photosearch.stores.schema import Meta, OsText, Photo, QueueEntry, Root
-from photosearch.stores.vectors import HNSW, ChromaPlace, VectorStore
+from photosearch.stores.vectors import HNSW, ChromaPlace, VectorStore, open_vectors
 
 PAGE = 1000  # rows or vectors per read and write: one transaction or one upsert each
 TABLES: tuple[Table, ...] = (Root.__table__, Photo.__table__, QueueEntry.__table__)  # type: ignore[assignment]
@@ -114,6 +116,19 @@ def copy_stores(source: Stores, target: Stores, progress: CopyProgress | None = 
 
 
 # -- vectors ---------------------------------------------------------------------------------------------------
+def copy_to(source: Stores, config: Config, target: StoreConfig, progress: CopyProgress | None = None,
+            page: int = PAGE) -> CopyReport:  # fmt: skip
+    """A library's stores (``source``, of ``config``) copied to ``target``'s catalog and Chroma server."""
+    if target.catalog is None or target.vectors is None:
+        raise ConfigError("a copy needs the target's catalog URL and Chroma server URL")
+    there = Catalog.open(target.catalog, config.data_dir)
+    try:
+        vectors = open_vectors(config.model_copy(update={"store": target}))
+        return copy_stores(source, Stores(there, vectors), progress, page)
+    finally:
+        there.close()
+
+
 def collection_settings(store: VectorStore) -> tuple[dict[str, Any], dict[str, Any]]:
     """A collection's metadata (the model's identity) and the HNSW settings it was built with (M and
     ef_construction as built: a copy searches like the original)."""
