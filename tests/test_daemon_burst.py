@@ -68,7 +68,8 @@ def daemon_thread(data: Path, root: Path, **watch: object) -> Iterator[tuple[Lib
     """A real Daemon (real watchdog observer, SQLite, Chroma) in a thread, started and caught up."""
     records, logger = Records(), logging.getLogger("photosearch")
     logger.addHandler(records)
-    level, logger.level = logger.level, logging.DEBUG
+    level = logger.level
+    logger.setLevel(logging.DEBUG)  # setLevel, not .level: it clears the loggers' cached isEnabledFor answers
     embedder = HashEmbedder()
     library = Library.open(hash_config(data, **(WATCH | watch)), embedder_factory=lambda _config: embedder)
     library.add_roots([root])
@@ -83,7 +84,7 @@ def daemon_thread(data: Path, root: Path, **watch: object) -> Iterator[tuple[Lib
         thread.join(timeout=30)
         library.close()
         logger.removeHandler(records)
-        logger.level = level
+        logger.setLevel(level)
     assert not thread.is_alive(), "the daemon thread did not stop"
 
 

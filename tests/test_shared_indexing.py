@@ -183,7 +183,8 @@ def test_another_machine_serves_the_shared_stores_while_a_worker_indexes(tmp_pat
             indexed = int(ask("/api/status")["indexed"])
             if indexed:
                 hits = ask("/api/search?q=a+dog+on+the+beach&k=10")["results"]
-                assert len(hits) == min(10, indexed) and all(Path(h["path"]).is_file() for h in hits)
+                # More may be indexed by the time the search runs, never fewer.
+                assert min(10, indexed) <= len(hits) <= 10 and all(Path(h["path"]).is_file() for h in hits)
             seen_counts.append(indexed)
             time.sleep(0.2)
         _finish(worker, tmp_path, "w")
