@@ -169,7 +169,8 @@ class Catalog(RootChanges, HashQueries, MetaKeys):
 
     def close(self) -> None:
         self._engine.dispose()
-        self._reader.dispose()
+        if self._reader is not self._engine:
+            self._reader.dispose()
 
     def size_bytes(self) -> int:
         """The catalog's size on disk: the database and SQLite's -wal and -shm files beside it, or what PostgreSQL

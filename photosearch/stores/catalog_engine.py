@@ -70,8 +70,13 @@ def make_engine(url: URL, retry_delays: Sequence[float] = RETRY_DELAYS) -> Engin
         import psycopg  # noqa: F401  (SQLAlchemy would import it too, with a less helpful error)
     except ImportError as exc:
         raise CatalogError(NEEDS_PSYCOPG) from exc
+    return _pg_engine(url, retry_delays, pool_pre_ping=True)
+
+
+def _pg_engine(url: URL, retry_delays: Sequence[float], **options: Any) -> Engine:
+    """A PostgreSQL engine whose connect has a timeout and retries a server that refuses or is restarting."""
     connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": CONNECT_TIMEOUT}
-    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    engine = create_engine(url, connect_args=connect_args, **options)
     event.listen(engine, "do_connect", _retrying_connect(tuple(retry_delays)))
     return engine
 
@@ -83,10 +88,7 @@ def make_reader(url: URL, engine: Engine, retry_delays: Sequence[float] = RETRY_
     engine itself (no round trips)."""
     if engine.dialect.name == "sqlite":
         return engine
-    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": CONNECT_TIMEOUT}
-    reader = create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args)
-    event.listen(reader, "do_connect", _retrying_connect(tuple(retry_delays)))
-    return reader
+    return _pg_engine(url, retry_delays, isolation_level="AUTOCOMMIT")
 
 
 def read(reader: Engine, work: Callable[[Session], T]) -> T:
