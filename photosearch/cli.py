@@ -20,17 +20,19 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from photosearch.cli_roots import roots as roots_command
+from photosearch.cli_search import filter_options, search_request
 from photosearch.cli_status import show_status, show_stores_down
 from photosearch.cli_store import store as store_command
 from photosearch.pathtext import display
 from photosearch.query.limits import MAX_K
+from photosearch.query.spec import SORTS
 
 if TYPE_CHECKING:
     from photosearch.config import Config
     from photosearch.indexing.indexer import IndexReport
     from photosearch.library import Library
     from photosearch.query.api import Queries
-    from photosearch.query.result import SearchResult
+    from photosearch.query.result import SearchPage, SearchResult
     from photosearch.serving.client import ServerClient
 
 
@@ -179,7 +181,20 @@ def _print_report(report: IndexReport) -> None:
         click.echo("see `photosearch status --failed` for the reasons", err=True)
 
 
-def _print_results(results: Sequence[SearchResult], as_json: bool) -> None:
+def _print_page(page: SearchPage, as_json: bool, dates: bool) -> None:
+    """A page of results (with their dates when sorted by date); a divider before the first one below the cutoff;
+    a timeline's next cursor on stderr."""
+    rest = next((i for i, r in enumerate(page.results) if r.relevant is False), len(page.results))
+    _print_results(page.results[:rest], as_json, dates)
+    if rest < len(page.results):
+        if not as_json:
+            click.echo("---- less relevant ----")
+        _print_results(page.results[rest:], as_json, dates)
+    if page.cursor:
+        click.echo(f"more: --cursor {page.cursor}", err=True)
+
+
+def _print_results(results: Sequence[SearchResult], as_json: bool, dates: bool = False) -> None:
     """One line per result (--json: its JSON form, RESULT_KEYS in order)."""
     if as_json:
         for result in results:
@@ -190,7 +205,15 @@ def _print_results(results: Sequence[SearchResult], as_json: bool) -> None:
     for result in results:
         data = result.to_dict()  # the path as shown (pathtext.display)
         offline = "  (offline: its library folder is missing)" if result.offline else ""
-        click.echo(f"{data['rank']:3d}  {data['score']:.4f}  {data['path']}{offline}")
+        score = "" if result.score is None else f"{result.score:.4f}  "
+        click.echo(f"{data['rank']:3d}  {score}{_date(result) if dates else ''}{data['path']}{offline}")
+
+
+def _date(result: SearchResult) -> str:
+    """The date shown when sorted by date: * marks a photo dated by its file (it has no time taken)."""
+    if result.date is None:
+        return "(no date)          "
+    return f"{result.date:%Y-%m-%d %H:%M}{'*' if result.date_source == 'file' else ' '}  "
 
 
 _K = click.option("-k", "--top", "k", type=click.IntRange(1, MAX_K),
@@ -203,19 +226,28 @@ _OFFLINE = click.option(
 
 
 @cli.command()
-@click.argument("query")
+@click.argument("query", required=False)
+@click.option("--and", "also", multiple=True, metavar="TEXT", help="Another text the photos should match.")
+@click.option("--not", "negatives", multiple=True, metavar="TEXT", help="A text to subtract (repeatable).")
+@click.option("--like", "likes", multiple=True, metavar="IMAGE", help="An example image: an indexed photo or any file.")
+@click.option("--weight", type=float, help="The weight of QUERY (else 1; any text takes W:text, as 2:sunset).")
+@filter_options
+@click.option("--sort", type=click.Choice(SORTS), help="Order (default: relevance with a query, newest without).")
+@click.option("--cutoff", help="auto, none or a score (default: auto when sorted by date, else none).")
+@click.option("--rest", is_flag=True, help="With a cutoff: also the photos below it, after the relevant ones.")
 @_K
+@click.option("--offset", type=click.IntRange(0, MAX_K - 1), default=0, help="Results to skip (paging).")
+@click.option("--cursor", help="A timeline's next page (printed after a page of a timeline).")
 @_JSON
-@_FOLDER
 @_OFFLINE
 @click.pass_context
-def search(
-    ctx: click.Context, query: str, k: int | None, as_json: bool, folder: Path | None, include_offline: bool
-) -> None:
-    """Photos that match a text QUERY, best first."""
+def search(ctx: click.Context, /, query: str | None, as_json: bool, **options: Any) -> None:
+    """Photos that match a text QUERY (and --and/--not/--like), best first; filtered; or, with only filters, the
+    library as a timeline."""
+    request = search_request(query, options)
     with _queries(ctx) as queries:
-        results = queries.search(query, k=k, folder=folder, include_offline=include_offline)
-    _print_results(results, as_json)
+        page = queries.query(request)
+    _print_page(page, as_json, dates=request.order != "relevance")
 
 
 @cli.command()

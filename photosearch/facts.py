@@ -28,13 +28,13 @@ class PhotoFacts:
 
     width: int | None = field(metadata=IN_RESULTS)  # upright (EXIF orientation applied), full resolution
     height: int | None = field(metadata=IN_RESULTS)
-    format: str | None  # PIL format name; MPO (multi-picture JPEG) is reported as "JPEG"
+    format: str | None = field(metadata=IN_RESULTS)  # PIL format name; MPO (multi-picture JPEG) is "JPEG"
     # Naive local time unless the EXIF OffsetTime* tag gives the zone; the catalog stores it naive.
     taken_at: datetime | None = field(metadata=IN_RESULTS)
     camera_make: str | None = field(metadata=IN_RESULTS)
     camera_model: str | None = field(metadata=IN_RESULTS)
-    gps_lat: float | None  # signed decimal degrees, both or neither
-    gps_lon: float | None
+    gps_lat: float | None = field(metadata=IN_RESULTS)  # signed decimal degrees, both or neither
+    gps_lon: float | None = field(metadata=IN_RESULTS)
     orientation: int | None  # raw EXIF orientation 1..8 as stored in the file
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from photosearch.config import Config, StoreConfig
 from photosearch.errors import LibraryBusyError, LibraryRootError, WriterBusyError
+from photosearch.indexing import places
 from photosearch.indexing import roots as roots_ops
 from photosearch.indexing.indexer import Indexer, IndexReport, Progress
 from photosearch.indexing.planner import Scope
@@ -43,9 +44,9 @@ from photosearch.models.identity import ModelIdentity, recorded_name
 from photosearch.models.loaded import EmbedderFactory, LoadedModels, TextEncoderFactory
 from photosearch.models.protocols import Embedder, TextEmbedder
 from photosearch.models.textencoder import load_text_encoder
-from photosearch.query.images import image_bytes, image_file
-from photosearch.query.search import Searcher, SearchResult, folder_scope
-from photosearch.query.warmup import load_side_by_side
+from photosearch.query.result import SearchPage, SearchResult
+from photosearch.query.runner import QueryRunner, QueryWiring
+from photosearch.query.spec import SearchRequest
 from photosearch.stores import generations, rebuild
 from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
 from photosearch.stores.claims import Claims, worker_name
@@ -58,8 +59,6 @@ from photosearch.stores.vectors import VectorStore, open_vectors
 from photosearch.watching.handoff import hand_to_daemon
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from photosearch.stores.copy import CopyProgress, CopyReport
 
 StopCheck = Callable[[], bool]
@@ -96,6 +95,10 @@ class Library:
         self._writer = Writer(config.data_dir, lock_file=not config.store.shared)
         self.claims = Claims(catalog, worker_name(config.store.worker), config.store.lease)
         self._init_lock = threading.RLock()  # the store
+        self.queries = QueryRunner(QueryWiring(
+            catalog, self.store, lambda: self._store_instance is not None, self.text_embedder,
+            lambda: self.models.text_loaded, self.embedder, config.search.default_k, config.index.max_image_pixels,
+        ))  # fmt: skip
 
     @classmethod
     def open(cls, config: Config, *, embedder_factory: EmbedderFactory | None = None) -> Library:
@@ -216,6 +219,7 @@ class Library:
     def _after_run(self, roots: Sequence[RootInfo], report: IndexReport) -> None:
         """Note which roots a run indexed, and report the missing roots whose photos turned up elsewhere; the
         catalog's statistics refreshed (Catalog.optimize)."""
+        places.fill(self.catalog)  # new photos' places, and those of a catalog from before places were recorded
         self.catalog.optimize()
         for root in roots:
             if root.path not in report.missing_roots:
@@ -227,7 +231,9 @@ class Library:
     def index_changes(self, scope: Scope, should_stop: StopCheck = _never, settle: float | None = None) -> IndexReport:
         """Index only the changed paths of ``scope`` (what the daemon calls for its queue)."""
         with self._writer.turn("index"):
-            return self._indexer().run(self.roots(), scope=scope, should_stop=should_stop, settle=settle)
+            report = self._indexer().run(self.roots(), scope=scope, should_stop=should_stop, settle=settle)
+        places.fill(self.catalog)
+        return report
 
     def embed_queued(self, should_stop: StopCheck = _never) -> IndexReport | None:
         """Shared stores: embed photos that other workers queued (the daemon's idle step); None when not shared."""
@@ -306,44 +312,22 @@ class Library:
             return copy_to(Stores(self.catalog, self._chroma), self.config, target, progress, page or PAGE)
 
     # -- queries ---------------------------------------------------------------------------------------
-    def _k(self, k: int | None) -> int:
-        """k as asked for, or the configured default (search.default_k) when not given; 0 is refused, not defaulted."""
-        return self.config.search.default_k if k is None else k
-
-    def _searcher(self, include_offline: bool, roots: Sequence[RootInfo]) -> Searcher:
-        offline = offline_roots(self.catalog, roots)  # their photos are left out unless include_offline
-        return Searcher(self.catalog, self.store(), self.text_embedder, offline, include_offline)
+    def query(self, request: SearchRequest) -> SearchPage:
+        """A combined query, filters, an order, a cutoff, a page (query/spec.py): the one entry of every search."""
+        return self.queries.query(request)
 
     def search(
         self, query: str, k: int | None = None, folder: Path | None = None, include_offline: bool = False
     ) -> list[SearchResult]:
-        roots = self.roots()
-        scope = folder_scope(roots, folder)
-        if not self.models.text_loaded and self._store_instance is None and query.strip():
-            load_side_by_side(self.text_embedder, self.store)  # the first search of a process (query/warmup.py)
-        return self._searcher(include_offline, roots).by_text(query, self._k(k), scope)
+        """Photos that match a text query, best first (``k`` None: search.default_k)."""
+        return self.queries.search(query, k, folder, include_offline)
 
     def similar(
         self, photo: Path, k: int | None = None, folder: Path | None = None, include_offline: bool = False
     ) -> list[SearchResult]:
         """Photos like PHOTO: an indexed photo (its stored vector is used, and it is left out of the results)
         or any image file."""
-        roots = self.roots()
-        scope = folder_scope(roots, folder)
-        searcher = self._searcher(include_offline, roots)
-        k = self._k(k)
-        vector, exclude = self._photo_vector(photo.expanduser().absolute(), searcher)
-        return searcher.by_vector(vector, k, scope, exclude=exclude)
-
-    def _photo_vector(self, path: Path, searcher: Searcher) -> tuple[np.ndarray, frozenset[int]]:
-        """An indexed photo's stored vector, else the file's, embedded; and the photo's catalog id, to leave out."""
-        record = self.catalog.by_path(path) or self.catalog.by_path(path.resolve())
-        exclude = frozenset({record.id}) if record is not None else frozenset()
-        if record is not None and record.status == PhotoStatus.INDEXED:
-            vector = searcher.stored_vector(record)
-            if vector is not None:
-                return vector, exclude
-        return self.embedder().embed_images([image_file(path, self.config.index.max_image_pixels)])[0], exclude
+        return self.queries.similar(photo, k, folder, include_offline)
 
     def similar_to_image(
         self,
@@ -354,11 +338,11 @@ class Library:
         folder: Path | None = None,
     ) -> list[SearchResult]:
         """Photos like an image given as bytes (an upload): decoded like any photo, EXIF orientation applied."""
-        roots = self.roots()
-        scope = folder_scope(roots, folder)
-        image = image_bytes(data, name, self.config.index.max_image_pixels)
-        vector = self.embedder().embed_images([image])[0]
-        return self._searcher(include_offline, roots).by_vector(vector, self._k(k), scope)
+        return self.queries.similar_to_image(data, name, k, folder, include_offline)
+
+    def upload(self, data: bytes, name: str = "upload") -> str:
+        """Embed an image given as bytes for later queries (Example.upload): its reference."""
+        return self.queries.upload(data, name)
 
     def photo(self, photo_id: int) -> PhotoRecord:
         return self.catalog.get(photo_id)

@@ -251,3 +251,36 @@ def readme_json_keys(command: str) -> list[str]:
     row = next(line for line in readme.splitlines() if line.startswith(f"| `{command} "))
     listed = row.split("`--json` prints", 1)[1].split(".", 1)[0]  # "one object per line with `rank`, `id`, ..."
     return listed.split("`")[1::2]
+
+
+def make_exif_photo(
+    path: Path,
+    seed: int,
+    taken: str | None = None,
+    make: str | None = None,
+    model: str | None = None,
+    gps: tuple[float, float] | None = None,
+    size: tuple[int, int] = (96, 64),
+) -> Path:
+    """make_photo's picture as a JPEG with chosen EXIF: taken ("2019:06:14 10:00:00"), make, model, GPS position."""
+    make_photo(path, seed, size)
+    image = Image.open(path)
+    exif = Image.Exif()
+    if make:
+        exif[0x010F] = make
+    if model:
+        exif[0x0110] = model
+    if taken:
+        exif.get_ifd(0x8769)[0x9003] = taken  # DateTimeOriginal
+    if gps:
+        lat, lon = gps
+        exif.get_ifd(0x8825).update({1: "N" if lat >= 0 else "S", 2: _dms(abs(lat)), 3: "E" if lon >= 0 else "W",
+                                     4: _dms(abs(lon))})  # fmt: skip
+    image.save(path, format="JPEG", exif=exif, quality=90)
+    return path
+
+
+def _dms(degrees: float) -> tuple[float, float, float]:
+    whole = int(degrees)
+    minutes = int((degrees - whole) * 60)
+    return (float(whole), float(minutes), round((degrees - whole - minutes / 60) * 3600, 4))

@@ -57,7 +57,7 @@ class PostgresServer:
             shutil.chown(self._folder, "postgres")
             for path in (self._socket_dir, pwfile):
                 shutil.chown(path, "postgres")
-        self._run([BIN / "initdb", "-D", self._data, "-U", USER, "--pwfile", pwfile, "-E", "UTF8", "--locale=C",
+        self._run([BIN / "initdb", "-D", self._data, "-U", USER, "--pwfile", pwfile, "-E", "UTF8", "--locale=C.UTF-8",
                    "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"])  # fmt: skip
         with (self._data / "postgresql.conf").open("a") as conf:
             conf.write(

@@ -81,3 +81,12 @@ def test_bench_stores_smoke(tmp_path):
     # The counts behind the rates: every photo moved both ways, every duplicate reused, not embedded.
     assert result.stdout.count("moved=1500,") == 2 and "embedded=0, reused=200," in result.stdout
     assert any(line.startswith("| ") and "bench_stores.py --smoke" in line for line in lines)  # the RESULTS.md row
+
+
+def test_bench_cutoff_smoke_auto_beats_the_best_flat_cutoff(tmp_path):
+    """The cutoff on planted relevant sets (query/cutoff.py): auto keeps the planted photos and little else, in
+    every query's own range of scores, where no one flat score can (bench_cutoff.py checks the date order too)."""
+    _, lines, summary = _smoke(tmp_path, "bench_cutoff")
+    assert summary["precision"] >= 0.9 and summary["recall"] >= 0.8, summary
+    assert summary["f1"] > summary["best_flat"][3] + 0.1, summary
+    assert any(line.startswith("absent-high") and " 0 " in line for line in lines)  # nothing relevant: none kept

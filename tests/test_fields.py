@@ -88,7 +88,7 @@ def test_a_search_result_comes_back_from_its_json_form_as_a_server_sends_it():
     sent = json.loads(json.dumps(result.to_dict() | {"thumbnail_url": "/api/photos/7/thumbnail"}))
     again = SearchResult.from_dict(sent)
     assert again.to_dict() == result.to_dict() and again.facts.taken_at == SAMPLE.taken_at
-    assert again.facts.gps_lat is None  # a fact not in results is not known from them
+    assert again.facts.gps_lat == SAMPLE.gps_lat and again.facts.orientation is None  # not in results: not known
 
 
 def test_the_cli_prints_the_json_keys_the_readme_lists(capsys):

@@ -10,12 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from photosearch.query.result import SearchResult
+from photosearch.query.result import SearchPage, SearchResult
+from photosearch.query.spec import SearchRequest
 
 
 class Queries(Protocol):
     """``k`` None means the configured search.default_k; ``folder`` keeps photos under it (inside a library folder);
     ``include_offline`` also gives photos of missing library folders."""
+
+    def query(self, request: SearchRequest) -> SearchPage:
+        """A combined query, filters, an order, a cutoff and a page (query/spec.py), or a timeline."""
+        ...
 
     def search(
         self, query: str, k: int | None = None, folder: Path | None = None, include_offline: bool = False

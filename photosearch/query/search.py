@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from photosearch.errors import InvalidQueryError
+from photosearch.filters import Filters
 from photosearch.models.protocols import TextEmbedder as TextEmbedder  # re-exported: what a Searcher is given
 from photosearch.pathtext import display
 from photosearch.query.limits import MAX_K as MAX_K  # re-exported: the query layer's limit
 from photosearch.query.result import SearchResult as SearchResult  # re-exported: what a search gives
 from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
 from photosearch.stores.catalog_hashes import PhotoScope as PhotoScope
+from photosearch.stores.catalog_query import Position
 from photosearch.stores.schema import PhotoStatus  # re-exported: what a search is scoped by
 from photosearch.stores.vectors import Hit, VectorStore
 
@@ -42,9 +44,9 @@ def resolve_folder(roots: Sequence[RootInfo], folder: Path) -> tuple[int, str]:
     raise InvalidQueryError(f"{display(folder)} is not inside any library root (see `photosearch status`)")
 
 
-def _check_k(k: int) -> None:
-    if not 1 <= k <= MAX_K:
-        raise InvalidQueryError(f"k must be between 1 and {MAX_K}, got {k}")
+def _check_k(k: int, bound: int = MAX_K) -> None:
+    if not 1 <= k <= bound:
+        raise InvalidQueryError(f"k must be between 1 and {bound}, got {k}")
 
 
 class Searcher:
@@ -71,17 +73,23 @@ class Searcher:
         return self.by_vector(vector, k, scope)
 
     def by_vector(
-        self, vector: np.ndarray, k: int, scope: PhotoScope | None = None, exclude: frozenset[int] = frozenset()
+        self,
+        vector: np.ndarray,
+        k: int,
+        scope: PhotoScope | None = None,
+        exclude: frozenset[int] = frozenset(),
+        bound: int = MAX_K,
     ) -> list[SearchResult]:
         """The k indexed photos nearest to ``vector``, best first (fewer only when fewer exist).
 
         A hit whose hash has no indexed row in scope (pending after an interrupted run, failed, removed with the
         vector left behind, elsewhere, or in ``exclude``) gives nothing; while that leaves fewer than k, Chroma
         is asked again for more (see _grown) until k are found or Chroma has no more. When every hit is usable
-        (the common case) it is one Chroma query and one catalog query.
+        (the common case) it is one Chroma query and one catalog query. ``bound``: the largest k allowed (the
+        query layer's own reads may look further than a user's query).
         """
-        _check_k(k)
-        scope = replace(scope or PhotoScope(), hidden=(scope.hidden if scope else frozenset()) | self._hidden)
+        _check_k(k, bound)
+        scope = self.visible(scope)
         among = self._among(scope)
         fetch = k + len(exclude)
         rows: dict[str, list[PhotoRecord]] = {}
@@ -100,12 +108,50 @@ class Searcher:
             fetch = min(bounds[0], _grown(fetch, len(results), k))
 
     def _among(self, scope: PhotoScope) -> list[str] | None:
-        """The hashes of a folder scope that holds few of the vectors, for Chroma to filter inside its search;
-        None to filter the hits instead. Missing roots alone are filtered from the hits: counting them would
-        cost every search of a library with an unplugged disk a catalog scan."""
-        if scope.root_id is None or self._catalog.indexed_hash_count(scope) * WIDE >= self._store.count():
+        """The hashes of a scope (a folder, filters) that holds few of the vectors, for Chroma to filter inside
+        its search; None to filter the hits instead. Missing roots alone are filtered from the hits: counting
+        them would cost every search of a library with an unplugged disk a catalog scan."""
+        if not scope.selective or self._catalog.indexed_hash_count(scope) * WIDE >= self._store.count():
             return None
         return self._catalog.scope_hashes(scope)
+
+    def visible(self, scope: PhotoScope | None) -> PhotoScope:
+        """The scope with the missing roots hidden (unless the searcher includes them)."""
+        scope = scope or PhotoScope()
+        return replace(scope, hidden=scope.hidden | self._hidden)
+
+    def browse(
+        self, scope: PhotoScope, k: int, newest: bool, after: Position | None, vector: np.ndarray | None = None
+    ) -> tuple[list[SearchResult], Position | None]:
+        """A timeline page: k photos in scope by date after ``after``, scored against ``vector`` if given (their
+        stored vectors: one store read); and the position the next page starts after (None: no more)."""
+        records = self._catalog.browse(self.visible(scope), k + 1, newest, after)
+        page = records[:k]
+        stored: dict[str, np.ndarray] = {}
+        if vector is not None:
+            stored = self._store.vectors(sorted({r.content_hash for r in page if r.content_hash}))
+        results = []
+        for rank, r in enumerate(page, 1):
+            found = stored.get(r.content_hash or "")
+            score = float(found @ vector) if found is not None and vector is not None else None
+            results.append(_result(rank, r, score, r.root_id in self._offline))
+        return results, ((page[-1].dated_at, page[-1].id) if len(records) > k else None)
+
+    def sample(self, n: int) -> np.ndarray:
+        """Up to n of the library's vectors, at random (query/cutoff.py)."""
+        found = self._store.vectors(self._catalog.sample_hashes(n))
+        return np.stack(list(found.values())) if found else np.zeros((0, 0), dtype=np.float32)
+
+    def count_in(self, scope: PhotoScope) -> int:
+        """How many indexed photos the scope holds (missing roots hidden)."""
+        return self._catalog.count_in(self.visible(scope))
+
+    @property
+    def collection(self) -> str:
+        return self._store.name
+
+    def vector_count(self) -> int:
+        return self._store.count()
 
     def _usable(
         self, hits: Sequence[Hit], rows: dict[str, list[PhotoRecord]], k: int, exclude: frozenset[int]
@@ -126,11 +172,13 @@ class Searcher:
         return self._store.vectors([record.content_hash]).get(record.content_hash)
 
 
-def folder_scope(roots: Sequence[RootInfo], folder: Path | None) -> PhotoScope:
+def folder_scope(roots: Sequence[RootInfo], folder: Path | None, filters: Filters | None = None) -> PhotoScope:
+    """The scope of a folder (None: everywhere) and the filters the catalog applies."""
+    in_sql = filters.in_sql() if filters is not None else Filters()
     if folder is None:
-        return PhotoScope()
+        return PhotoScope(filters=in_sql)
     root_id, inside = resolve_folder(roots, folder)
-    return PhotoScope(root_id=root_id, folder=inside)
+    return PhotoScope(root_id=root_id, folder=inside, filters=in_sql)
 
 
 def _grown(fetched: int, usable: int, k: int) -> int:
@@ -141,6 +189,13 @@ def _grown(fetched: int, usable: int, k: int) -> int:
     return min(8 * fetched, max(2 * fetched, wanted))
 
 
-def _result(rank: int, record: PhotoRecord, score: float, offline: bool) -> SearchResult:
+def _result(rank: int, record: PhotoRecord, score: float | None, offline: bool) -> SearchResult:
+    source = "taken" if record.taken_at is not None else "file" if record.dated_at is not None else None
     return SearchResult(rank=rank, id=record.id, path=record.path, score=score, folder=record.folder,
-                        facts=record.facts, offline=offline)  # fmt: skip
+                        facts=record.facts, size=record.size, date=record.dated_at, date_source=source,
+                        place=_place(record), offline=offline)  # fmt: skip
+
+
+def _place(record: PhotoRecord) -> str | None:
+    parts = [p for p in (record.place_city, record.place_region, record.place_country) if p]
+    return ", ".join(dict.fromkeys(parts)) or None

@@ -50,7 +50,8 @@ class ServerClient:
         self.timeout = timeout
 
     def get(self, endpoint: str, **params: Any) -> Any:
-        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        """GET with query parameters; a list value repeats its parameter."""
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None}, doseq=True)
         return self._send(urllib.request.Request(f"{self.url}{endpoint}?{query}"))
 
     def post_json(self, endpoint: str, body: dict[str, Any]) -> Any:

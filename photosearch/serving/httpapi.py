@@ -14,12 +14,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from fastapi import FastAPI, File, Query, Request, Response, UploadFile
+from fastapi import Body, FastAPI, File, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, Field, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -29,7 +29,9 @@ from photosearch.facts import FACT_FIELDS, RESULT_FACTS, fact_types
 from photosearch.library import Library
 from photosearch.pathtext import display, from_text
 from photosearch.query.limits import MAX_K
-from photosearch.query.search import SearchResult
+from photosearch.query.result import SearchPage, SearchResult
+from photosearch.query.spec import SearchRequest
+from photosearch.query.wire import from_params
 from photosearch.serving.httproots import roots_router
 from photosearch.serving.thumbnails import servable_path, thumbnail
 from photosearch.serving.webguard import CSRF_HEADER, HostRule, WebGuard
@@ -55,17 +57,52 @@ PhotoId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="Catalog id o
 OFFLINE = Annotated[bool, Query(description="Also photos of missing (unmounted, moved) library folders")]
 FOLDER = Annotated[str | None, Query(description="Only photos under this folder (a path in its stored form)")]
 M = TypeVar("M", bound=BaseModel)
+_BODY = """The GET parameters as JSON: {"q": ["2:sunset", {"text": "beach", "weight": 1}], "not": ["people"],
+"like": [17], "upload": ["u..."], "from": "2019", "to": "2019", "camera": "canon", "sort": "newest", "k": 30}"""
+
+
+class SearchParams(BaseModel):
+    """The search parameters, for the API's description; the request's own query string is what is read
+    (query/wire.py), so that repeated and unknown parameters are handled as everywhere else."""
+
+    q: list[str] = Field([], description="A text; 2:text weighs it twice. Repeatable.")
+    not_: list[str] = Field([], alias="not", description="A text to subtract. Repeatable.")
+    like: list[str] = Field([], description="An indexed photo's id (2:17 weighs it). Repeatable.")
+    upload: list[str] = Field([], description="An upload's reference (POST /api/uploads). Repeatable.")
+    from_: str | None = Field(None, alias="from", description="From this date: YYYY, YYYY-MM or YYYY-MM-DD")
+    to: str | None = Field(None, description="To this date, inclusive: 2019 is all of 2019")
+    before: str | None = Field(None, description="Before this exact time (ISO 8601)")
+    camera: str | None = Field(None, description="Part of the camera make or model, any case")
+    near: str | None = Field(None, description="LAT,LON in degrees")
+    within: str | None = Field(None, description="Kilometres from near (default 5)")
+    place: str | None = Field(None, description="A city, region or country")
+    location: str | None = Field(None, description="true: with a GPS position; false: without")
+    type: str | None = Field(None, description="Formats: jpeg,png,heic,webp,gif,tiff,bmp")
+    orientation: str | None = Field(None, description="landscape, portrait or square")
+    folder: str | None = Field(None, description="Only photos under this folder (its stored form)")
+    sort: str | None = Field(None, description="relevance, newest or oldest")
+    cutoff: str | None = Field(None, description="auto, none or a score")
+    rest: str | None = Field(None, description="true: also the photos below the cutoff, after the relevant ones")
+    k: int | None = Field(None, ge=1, le=MAX_K, description="How many results (default: search.default_k)")
+    offset: str | None = Field(None, description="Results to skip (paging a search)")
+    cursor: str | None = Field(None, description="A timeline's next page")
+    include_offline: str | None = Field(None, description="true: also photos of missing library folders")
 
 
 class _ResultHead(BaseModel):
     id: int
     rank: int
-    score: float
+    score: float | None  # cosine similarity to the query; null in a timeline
     path: str
     folder: str
 
 
 class _ResultTail(BaseModel):
+    size: int | None
+    date: datetime | None  # the time taken, else (date_source "file") the file's mtime
+    date_source: str | None
+    place: str | None
+    relevant: bool | None  # passed the relevance cutoff; null without a query
     offline: bool  # its library folder is missing: the file cannot be shown now
     thumbnail_url: str
     original_url: str
@@ -108,11 +145,19 @@ class Results(BaseModel):
     offset: int
     k: int
     more: bool  # another page may follow
+    cursor: str | None = None  # a timeline's next page: pass it as cursor
+    threshold: float | None = None  # the relevance cutoff's score, when there is one
 
 
 def _folder(folder: str | None) -> Path | None:
     """A folder parameter: paths travel in their stored form (pathtext.py)."""
     return Path(from_text(folder)) if folder else None
+
+
+def _answer(page: SearchPage, request: SearchRequest, default_k: int) -> Results:
+    items = [Result.model_validate(r.to_dict() | _urls(r.id)) for r in page.results]
+    return Results(results=items, offset=request.offset, k=request.k or default_k, more=page.more, cursor=page.cursor,
+                   threshold=page.threshold)  # fmt: skip
 
 
 def _page(results: list[SearchResult], offset: int, k: int) -> Results:
@@ -132,6 +177,22 @@ def _urls(photo_id: int) -> dict[str, str]:
     return {"thumbnail_url": f"/api/photos/{photo_id}/thumbnail", "original_url": f"/api/photos/{photo_id}/original"}
 
 
+async def _read_upload(file: UploadFile, limit: int) -> bytes:
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"upload larger than {limit} bytes (server.max_upload_bytes)")
+    return data
+
+
+def _multi(request: Request) -> dict[str, list[str]]:
+    """The query string as the wire form reads it: each name's values (the access token is not a parameter)."""
+    found: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        if key != "token":
+            found.setdefault(key, []).append(value)
+    return found
+
+
 def _error(status: int, kind: str, detail: str) -> JSONResponse:
     # A message may quote a path the client sent that is no valid Unicode (lone surrogates): escaped, so the
     # JSON can be written at all.
@@ -148,16 +209,31 @@ def create_app(library: Library, reindex: Callable[[], None] | None = None) -> F
     _install_security(app, config.server)
     _install_errors(app)
     default_k = config.search.default_k  # the one default of every search (the CLI's and the library's too)
+    k_field = Field(default_k, ge=1, le=MAX_K, description="How many results (default: search.default_k)")
+    params_model = create_model("SearchParams", __base__=SearchParams, __module__=__name__, k=(int, k_field))
 
     def roots() -> list[Path]:
         return [r.path for r in library.roots()]
 
-    @app.get("/api/search", response_model=Results, summary="Photos matching a text query")
-    async def search(q: Annotated[str, Query(min_length=1, max_length=1000)], k: K = default_k, offset: OFFSET = 0,
-                     folder: FOLDER = None, include_offline: OFFLINE = False) -> Results:  # fmt: skip
-        wanted = min(MAX_K, offset + k + 1)
-        results = await run_in_threadpool(library.search, q, wanted, _folder(folder), include_offline)
-        return _page(results, offset, k)
+    async def search(request: Request, params: SearchParams) -> Results:
+        """Every parameter of the search (query/wire.py): texts with weights (q=2:sunset), negative texts (not),
+        example photos by id (like) or upload reference (upload), filters, sort, cutoff, rest, k, offset, cursor."""
+        wanted = from_params(_multi(request))
+        return _answer(await run_in_threadpool(library.query, wanted), wanted, default_k)
+
+    # The parameters' model has this app's default k (its schema shows it): an annotation FastAPI reads as is.
+    search.__annotations__["params"] = Annotated[params_model, Query()]
+    app.get("/api/search", response_model=Results, summary="Photos matching a query, or a filtered timeline")(search)
+
+    @app.post("/api/search", response_model=Results, summary="A combined query as a JSON body")
+    async def search_json(body: Annotated[dict[str, Any], Body(description=_BODY)]) -> Results:
+        wanted = from_params(body)
+        return _answer(await run_in_threadpool(library.query, wanted), wanted, default_k)
+
+    @app.post("/api/uploads", summary="An example image for queries: its reference (kept an hour)")
+    async def upload(file: Annotated[UploadFile, File()]) -> dict[str, str]:
+        data = await _read_upload(file, config.server.max_upload_bytes)
+        return {"upload": await run_in_threadpool(library.upload, data, file.filename or "upload")}
 
     @app.get("/api/photos/{photo_id}", response_model=PhotoDetails, summary="A photo's details")
     async def photo(photo_id: PhotoId) -> PhotoDetails:
@@ -174,10 +250,7 @@ def create_app(library: Library, reindex: Callable[[], None] | None = None) -> F
     @app.post("/api/search/image", response_model=Results, summary="Photos like an uploaded image")
     async def search_image(file: Annotated[UploadFile, File()], k: K = default_k, offset: OFFSET = 0,
                            folder: FOLDER = None, include_offline: OFFLINE = False) -> Results:  # fmt: skip
-        limit = config.server.max_upload_bytes
-        data = await file.read(limit + 1)
-        if len(data) > limit:
-            raise HTTPException(413, f"upload larger than {limit} bytes (server.max_upload_bytes)")
+        data = await _read_upload(file, config.server.max_upload_bytes)
         wanted = min(MAX_K, offset + k + 1)
         name = file.filename or "upload"
         where = _folder(folder)

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from photosearch.errors import InvalidQueryError, PhotoNotFoundError
 from photosearch.pathtext import to_text
 from photosearch.query.limits import MAX_K
-from photosearch.query.result import SearchResult
+from photosearch.query.result import SearchPage, SearchResult
+from photosearch.query.spec import Example, SearchRequest
+from photosearch.query.wire import to_params
 from photosearch.serving.client import ServerClient
 
 if TYPE_CHECKING:
@@ -25,6 +27,26 @@ class RemoteLibrary:
     def __init__(self, client: ServerClient, config: Config) -> None:
         self.client = client
         self._default_k = config.search.default_k  # the caller's configuration, not the server's
+
+    def query(self, request: SearchRequest) -> SearchPage:
+        """As Library.query: example files are sent as the ids of indexed photos or as uploads, the folder
+        resolved here (it names this machine's path), k defaulted from the caller's configuration."""
+        folder = request.filters.folder
+        filters = replace(request.filters, folder=_resolved(folder)) if folder is not None else request.filters
+        examples = tuple(self._sendable(e) for e in request.examples)
+        sent = replace(request, k=self._default_k if request.k is None else request.k, examples=examples,
+                       filters=filters)  # fmt: skip
+        return SearchPage.from_dict(self.client.get("/api/search", **to_params(sent)))
+
+    def _sendable(self, example: Example) -> Example:
+        if example.path is None:
+            return example
+        path = example.path.expanduser().absolute()
+        found = self._lookup(path)
+        if found is not None and found["status"] == "indexed":
+            return Example(photo_id=int(found["id"]), weight=example.weight)
+        reply = self.client.post_file("/api/uploads", path)
+        return Example(upload=str(reply["upload"]), weight=example.weight)
 
     def search(
         self, query: str, k: int | None = None, folder: Path | None = None, include_offline: bool = False

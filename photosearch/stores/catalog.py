@@ -35,6 +35,7 @@ from photosearch.stores.catalog_engine import (
 )
 from photosearch.stores.catalog_hashes import HashQueries
 from photosearch.stores.catalog_meta import MetaKeys
+from photosearch.stores.catalog_query import BrowseQueries
 from photosearch.stores.catalog_roots import RootChanges
 from photosearch.stores.dialect import insert_for
 from photosearch.stores.pathmap import PathMap
@@ -82,6 +83,10 @@ class PhotoRecord(PhotoFacts):
     status: str
     error: str | None
     indexed_at: datetime | None
+    dated_at: datetime | None = None  # taken_at, else the file's mtime (local time): what date filters read
+    place_city: str | None = None  # the place of the GPS position (indexing/places.py); '' where none is near
+    place_region: str | None = None
+    place_country: str | None = None
 
     @property
     def facts(self) -> PhotoFacts:
@@ -107,12 +112,35 @@ def _now() -> datetime:
     return datetime.now().replace(microsecond=0)
 
 
+def file_time(mtime_ns: int) -> datetime | None:
+    """A file's mtime as the catalog dates a photo without its time taken: naive local time, to the second."""
+    try:
+        return datetime.fromtimestamp(mtime_ns / 1e9).replace(microsecond=0)
+    except (OverflowError, OSError, ValueError):  # an mtime no calendar holds: the photo has no date
+        return None
+
+
+_PLACE = ("place_city", "place_region", "place_country")
+
+
+def _with_derived(row: dict[str, Any]) -> dict[str, Any]:
+    """A row to write with the columns derived from it: dated_at from its time taken or mtime, and its place
+    cleared when it brings a GPS position (looked up again: places.py)."""
+    derived = dict(row)
+    taken, mtime_ns = row.get("taken_at"), row.get("mtime_ns")
+    if taken is not None or mtime_ns is not None:
+        derived["dated_at"] = taken if taken is not None else file_time(mtime_ns) if mtime_ns is not None else None
+    if "gps_lat" in row:
+        derived |= dict.fromkeys(_PLACE)
+    return derived
+
+
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
 
 
-class Catalog(RootChanges, HashQueries, MetaKeys):
+class Catalog(RootChanges, HashQueries, BrowseQueries, MetaKeys):
     def __init__(self, engine: Engine, data_dir: Path, reader: Engine | None = None) -> None:
         self._engine = engine
         self._reader = reader or engine  # the few reads a search makes (catalog_engine.make_reader)
@@ -260,11 +288,13 @@ class Catalog(RootChanges, HashQueries, MetaKeys):
         all the rows that set the same columns."""
         now = _now()
         # Bound names must differ from the column names (SQLAlchemy reserves those for the SET clause).
-        params = [{"pid": photo_id, "updated_at": now} | {f"new_{k}": v for k, v in values.items()}
+        params = [{"pid": photo_id, "updated_at": now} | {f"new_{k}": v for k, v in _with_derived(values).items()}
                   for photo_id, values in changes]  # fmt: skip
         with self._session() as s, s.begin():
             for keys, group in _by_keys(params):
                 values: dict[str, Any] = {key.removeprefix("new_"): bindparam(key) for key in keys if key != "pid"}
+                if "new_dated_at" in keys and "new_taken_at" not in keys:  # a new mtime: a time taken stays first
+                    values["dated_at"] = func.coalesce(Photo.taken_at, bindparam("new_dated_at"))
                 stmt = update(Photo).where(Photo.id == bindparam("pid")).values(values)
                 s.connection().execute(stmt, group)
 
@@ -338,11 +368,14 @@ class Catalog(RootChanges, HashQueries, MetaKeys):
         now = _now()
         ids: dict[str, int] = {}
         with self._session() as s, s.begin():
-            for keys, group in _by_keys([{**row, "updated_at": now} for row in rows]):
+            for keys, group in _by_keys([_with_derived(row) | {"updated_at": now} for row in rows]):
                 stmt = insert_for(s, Photo)
-                upsert = stmt.on_conflict_do_update(
-                    index_elements=[Photo.path], set_={key: stmt.excluded[key] for key in keys if key != "path"}
-                ).returning(Photo.path, Photo.id)
+                changes: dict[str, Any] = {key: stmt.excluded[key] for key in keys if key != "path"}
+                if "dated_at" in keys and "taken_at" not in keys:  # a row without facts: a time taken stored stays
+                    changes["dated_at"] = func.coalesce(Photo.taken_at, stmt.excluded.dated_at)
+                upsert = stmt.on_conflict_do_update(index_elements=[Photo.path], set_=changes).returning(
+                    Photo.path, Photo.id
+                )
                 for chunk in _chunks(group):
                     ids.update((path, photo_id) for path, photo_id in s.execute(upsert, list(chunk)))
         return [ids[str(row["path"])] for row in rows]

@@ -33,7 +33,7 @@ _MIGRATION_LOCK = 0x70686F74  # pg_advisory_xact_lock key: two processes opening
 
 # The newest migration's revision. A catalog already there is opened without importing Alembic (~0.2 s of a cold
 # `photosearch search`); tests hold this to Alembic's own head, so a new migration cannot forget it.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 NEEDS_PSYCOPG = "the PostgreSQL catalog needs psycopg: pip install 'photosearch[postgres]'"
 
@@ -131,6 +131,12 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
+    # SQLite's lower() folds ASCII only: "Île-de-France" would not match "île-de-france" (catalog_filters.fold).
+    dbapi_connection.create_function("casefold", 1, _casefold, deterministic=True)
+
+
+def _casefold(value: object) -> object:
+    return value.casefold() if isinstance(value, str) else value
 
 
 def migrate(engine: Engine, described: str) -> None:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true, type_coerce, update
 from sqlalchemy.orm import Session
 
+from photosearch.filters import Filters
 from photosearch.pathtext import to_text
+from photosearch.stores.catalog_filters import filter_clause
 from photosearch.stores.schema import OsText, Photo, PhotoStatus
 
 T = TypeVar("T")
@@ -28,23 +30,21 @@ _IN_USE = Photo.status.in_([PhotoStatus.INDEXED, PhotoStatus.PENDING])  # a vect
 @dataclass(frozen=True)
 class PhotoScope:
     """Which indexed photos a search may return: under one folder of one root (``folder`` "" = the whole root)
-    or anywhere, and never in the ``hidden`` roots (missing ones, unless the user asks for them)."""
+    or anywhere, passing the ``filters`` (dates, camera, place...), and never in the ``hidden`` roots (missing
+    ones, unless the user asks for them)."""
 
     root_id: int | None = None
     folder: str = ""
     hidden: frozenset[int] = frozenset()
+    filters: Filters = field(default_factory=Filters)  # without its folder: root_id and folder say where
 
     @property
-    def narrowed(self) -> bool:
-        return self.root_id is not None or bool(self.hidden)
-
-    def admits(self, root_id: int, folder: str) -> bool:
-        if root_id in self.hidden or (self.root_id is not None and root_id != self.root_id):
-            return False
-        return not self.folder or folder == self.folder or folder.startswith(self.folder + "/")
+    def selective(self) -> bool:
+        """Whether it may leave out much of the library (a folder or a filter), not only a missing root."""
+        return self.root_id is not None or bool(self.filters)
 
     def clause(self) -> ColumnElement[bool]:
-        clauses: list[ColumnElement[bool]] = []
+        clauses: list[ColumnElement[bool]] = [filter_clause(self.filters)] if self.filters else []
         if self.hidden:
             clauses.append(Photo.root_id.not_in(sorted(self.hidden)))
         if self.root_id is not None:

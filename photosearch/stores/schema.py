@@ -18,6 +18,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -115,9 +116,18 @@ class Photo(Base):
     gps_lon: Mapped[float | None] = mapped_column(Float)
     orientation: Mapped[int | None] = mapped_column(Integer)
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    # The time taken, else the file's mtime (local): what date filters and the timeline read (migration 0005).
+    dated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The GPS position's place (indexing/places.py): NULL until looked up, '' where none is near.
+    place_city: Mapped[str | None] = mapped_column(Text)
+    place_region: Mapped[str | None] = mapped_column(Text)
+    place_country: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     claimed_by: Mapped[str | None] = mapped_column(String(128))  # the worker embedding this pending row (claims.py)
     claimed_until: Mapped[float | None] = mapped_column(Float)  # epoch seconds, the catalog's clock
+
+
+Index("ix_photos_dated_at_id", Photo.dated_at, Photo.id)  # a timeline page: one range of this index
 
 
 class Meta(Base):

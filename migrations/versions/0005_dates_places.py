@@ -1,0 +1,69 @@
+"""The date a photo is found by, and its place: what the search filters and the timeline read.
+
+``dated_at`` is the time taken (EXIF) or, for a photo without one, its file's modification time in local time:
+date filters and date order read it through one index with the id, so a timeline page is one index range.
+The catalog keeps it current whenever a row's time taken or mtime changes (stores/catalog.py); rows already
+there are filled here. ``place_city``/``place_region``/``place_country`` are the offline reverse geocoding of
+the GPS position (indexing/places.py): NULL until looked up, '' where no place is near; the photos already
+indexed are looked up by the next index run or daemon start, like new ones.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-03
+"""
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+_PAGE = 5000
+
+
+def upgrade() -> None:
+    op.add_column("photos", sa.Column("dated_at", sa.DateTime, nullable=True))
+    for column in ("place_city", "place_region", "place_country"):
+        op.add_column("photos", sa.Column(column, sa.Text, nullable=True))
+    op.create_index("ix_photos_dated_at_id", "photos", ["dated_at", "id"])
+    _fill_dates()
+
+
+def _fill_dates() -> None:
+    """dated_at of the rows there: the time taken, else the file's mtime as a naive local time (as the catalog
+    writes it). In pages by id, each one UPDATE of many rows."""
+    bind = op.get_bind()
+    photos = sa.table("photos", sa.column("id", sa.Integer), sa.column("mtime_ns", sa.BigInteger),
+                      sa.column("taken_at", sa.DateTime), sa.column("dated_at", sa.DateTime))  # fmt: skip
+    bind.execute(photos.update().where(photos.c.taken_at.is_not(None)).values(dated_at=photos.c.taken_at))
+    last = 0
+    while True:
+        rows = bind.execute(
+            sa.select(photos.c.id, photos.c.mtime_ns)
+            .where(photos.c.id > last, photos.c.taken_at.is_(None))
+            .order_by(photos.c.id)
+            .limit(_PAGE)
+        ).all()
+        if not rows:
+            return
+        stmt = photos.update().where(photos.c.id == sa.bindparam("pid")).values(dated_at=sa.bindparam("when"))
+        bind.execute(stmt, [{"pid": r.id, "when": file_time(r.mtime_ns)} for r in rows])
+        last = rows[-1].id
+
+
+def file_time(mtime_ns: int) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(mtime_ns / 1e9).replace(microsecond=0)
+    except (OverflowError, OSError, ValueError):  # an mtime no calendar holds: the photo has no date
+        return None
+
+
+def downgrade() -> None:
+    op.drop_index("ix_photos_dated_at_id", "photos")
+    with op.batch_alter_table("photos") as batch:
+        for column in ("place_country", "place_region", "place_city", "dated_at"):
+            batch.drop_column(column)

@@ -1,0 +1,86 @@
+"""The search command's options: the filters (shared with any command that narrows the library) and the request
+they make (query/spec.py), parsed by the same functions that read the HTTP API's parameters.
+
+Cheap to import: `photosearch --help` reads these decorators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from photosearch.filters import ORIENTATIONS, Filters
+from photosearch.query import spec
+from photosearch.query.spec import Example, SearchRequest, Weighted
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_FILTERS = [
+    click.option("--from", "date_from", metavar="DATE", help="From this date: 2019, 2019-06 or 2019-06-14."),
+    click.option("--to", "date_to", metavar="DATE", help="To this date, inclusive (--to 2019: all of 2019)."),
+    click.option("--camera", metavar="TEXT", help="Part of the camera make or model, any case."),
+    click.option("--near", metavar="LAT,LON", help="Taken within --within km of this position."),
+    click.option("--within", type=float, metavar="KM", help="The distance for --near (default 5 km)."),
+    click.option("--place", metavar="NAME", help="A city, region or country (from the GPS position)."),
+    click.option("--has-location/--no-location", "location", default=None, help="With / without a GPS position."),
+    click.option("--type", "types", metavar="TYPES", help="Formats: jpeg,png,heic,webp,gif,tiff,bmp."),
+    click.option("--orientation", type=click.Choice(ORIENTATIONS), help="Of the upright photo."),
+    click.option("--folder", type=click.Path(path_type=Path), help="Only photos under this folder."),
+]
+
+
+def filter_options(command: F) -> F:
+    for option in reversed(_FILTERS):
+        command = option(command)
+    return command
+
+
+def filters_of(options: dict[str, Any]) -> Filters:
+    within = options.get("within")
+    if within is not None and not options.get("near"):
+        raise click.UsageError("--within needs --near (a LAT,LON to measure from)")
+    filters = Filters(
+        camera=options.get("camera") or None,
+        near=spec.near(options["near"], within) if options.get("near") else None,
+        place=options.get("place") or None,
+        location=options.get("location"),
+        formats=spec.formats(options["types"]) if options.get("types") else (),
+        orientation=options.get("orientation"),
+        folder=options.get("folder"),
+    )
+    return spec.with_period(filters, options.get("date_from"), options.get("date_to"))
+
+
+def search_request(query: str | None, options: dict[str, Any]) -> SearchRequest:
+    texts = [] if query is None else [spec.weighted(query)]
+    if texts and options.get("weight") is not None:
+        texts[0] = replace(texts[0], weight=spec.weighted(f"{options['weight']:g}:{texts[0].text}").weight)
+    texts += [spec.weighted(text) for text in options.get("also", ())]
+    request = SearchRequest(
+        texts=tuple(texts),
+        negatives=tuple(spec.weighted(text) for text in options.get("negatives", ())),
+        examples=tuple(_example(text) for text in options.get("likes", ())),
+        filters=filters_of(options),
+        sort=options.get("sort"),
+        cutoff=spec.cutoff(options["cutoff"]) if options.get("cutoff") else None,
+        rest=bool(options.get("rest")),
+        k=options.get("k"),
+        offset=options.get("offset") or 0,
+        cursor=options.get("cursor"),
+        include_offline=bool(options.get("include_offline")),
+    )
+    if not request.has_query and not request.filters and request.cursor is None and query is None:
+        raise click.UsageError("give a QUERY, --like IMAGE, or a filter (--from, --camera, ...) to browse by")
+    return request.check()
+
+
+def _example(text: str) -> Example:
+    """An example image's path, W:path for a weight (unless a file of that very name exists)."""
+    if Path(text).expanduser().exists():
+        return Example(path=Path(text))
+    found: Weighted = spec.weighted(text)
+    return Example(path=Path(found.text), weight=found.weight)

@@ -1,0 +1,253 @@
+"""Search filters, timelines and combined queries, on photos whose facts are known: the exif-samples camera JPEGs
+(makes, dates, GPS positions, orientations, HEIC and TIFF) and photos made here with chosen EXIF. Each filter is
+checked against the set its facts say, on the embedded stores and on the servers, and through every interface
+(the library, the CLI, GET and POST /api/search) with the same words."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from helpers import make_config, make_exif_photo, make_photo, stores_env
+
+from photosearch.errors import InvalidQueryError
+from photosearch.filters import Filters
+from photosearch.indexing.places import great_circle_km
+from photosearch.library import Library
+from photosearch.query import spec
+from photosearch.query.compose import normalised
+from photosearch.query.spec import Example, SearchRequest, Weighted
+from photosearch.query.wire import from_params
+from photosearch.serving.httpapi import create_app
+from photosearch.serving.webguard import CSRF_HEADER
+
+pytestmark = pytest.mark.usefixtures("module_backend")
+
+EIFFEL = (48.8584, 2.2945)
+MADE = {  # name: (taken, make, model, gps)
+    "y2018_end.jpg": ("2018:12:31 23:59:59", "Canon", "Canon EOS 5D", None),
+    "y2019_start.jpg": ("2019:01:01 00:00:00", "Canon", "Canon EOS 5D", EIFFEL),
+    "y2019_june14.jpg": ("2019:06:14 10:00:00", "NIKON CORPORATION", "NIKON D750", (48.8584 + 4.9 / 111.2, 2.2945)),
+    "y2019_june30.jpg": ("2019:06:30 23:59:59", "Apple", "iPhone 8", (48.8584 + 5.1 / 111.2, 2.2945)),
+    "y2019_end.jpg": ("2019:12:31 23:59:59", "Apple", "iPhone 8", (35.6895, 139.6917)),
+    "y2020_start.jpg": ("2020:01:01 00:00:00", "FUJIFILM", "X-T3", (-33.8688, 151.2093)),
+}
+UNDATED_MTIME = datetime(2019, 6, 20, 12, 0, 0)  # undated.jpg has no EXIF date: its file says 2019-06-20
+
+
+@pytest.fixture(scope="module")
+def library(module_backend, tmp_path_factory, tiny_model_dir, exif_samples):
+    base = tmp_path_factory.mktemp("filters")
+    root = base / "Pictures"
+    for sub in ("jpg", "heic", "tiff"):
+        shutil.copytree(exif_samples / sub, root / sub)
+    for i, (name, (taken, make, model, gps)) in enumerate(MADE.items()):
+        make_exif_photo(root / "made" / name, seed=100 + i, taken=taken, make=make, model=model, gps=gps)
+    undated = make_photo(root / "made" / "undated.jpg", seed=99, size=(50, 50))
+    os.utime(undated, (UNDATED_MTIME.timestamp(), UNDATED_MTIME.timestamp()))
+    config = make_config(base / "data", tiny_model_dir)
+    with Library.open(config) as lib:
+        lib.index([root])
+        yield lib
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A clean environment (no user config, no PHOTOSEARCH_* of the shell) on this module's stores."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")} | stores_env()
+    return clean | {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HF_HOME": str(tmp_path / "hf")}
+
+
+def _all(lib: Library, **filters: object) -> dict[str, object]:
+    """Every photo the filters keep, as a timeline (no query): name -> result."""
+    page = lib.query(SearchRequest(filters=Filters(**filters), k=1000))  # type: ignore[arg-type]
+    assert not page.more
+    return {r.path.name: r for r in page.results}
+
+
+def _records(lib: Library) -> list:
+    return [r for r in lib.catalog.records(range(1, 100_000)).values() if r.status == "indexed"]
+
+
+def test_dates_name_whole_periods_inclusive(library):
+    in_2019 = set(_all(library, start=spec.period("2019", False), end=spec.period("2019", True)))
+    assert {"y2019_start.jpg", "y2019_june14.jpg", "y2019_june30.jpg", "y2019_end.jpg", "undated.jpg"} <= in_2019
+    assert not {"y2018_end.jpg", "y2020_start.jpg"} & in_2019
+    expected = {r.path.name for r in _records(library) if r.dated_at and r.dated_at.year == 2019}
+    assert in_2019 == expected
+    june = _all(library, start=spec.period("2019-06", False), end=spec.period("2019-06", True))
+    assert set(june) == {"y2019_june14.jpg", "y2019_june30.jpg", "undated.jpg"}
+    one_day = _all(library, start=spec.period("2019-06-14", False), end=spec.period("2019-06-14", True))
+    assert set(one_day) == {"y2019_june14.jpg"}
+
+
+def test_a_photo_without_a_time_taken_is_dated_by_its_file_and_says_so(library):
+    june = _all(library, start=spec.period("2019-06", False), end=spec.period("2019-06", True))
+    assert june["undated.jpg"].date == UNDATED_MTIME and june["undated.jpg"].date_source == "file"
+    assert june["undated.jpg"].facts.taken_at is None
+    assert june["y2019_june14.jpg"].date_source == "taken"
+    assert june["y2019_june14.jpg"].date == datetime(2019, 6, 14, 10, 0, 0)
+
+
+def test_camera_is_a_case_insensitive_part_of_make_or_model(library):
+    for text in ("canon", "CANON", "eos 5d", "Canon EOS 5"):
+        expected = {
+            r.path.name
+            for r in _records(library)
+            if text.lower() in f"{r.camera_make or ''} {r.camera_model or ''}".lower()
+            or text.lower() in (r.camera_make or "").lower()
+            or text.lower() in (r.camera_model or "").lower()
+        }
+        assert set(_all(library, camera=text)) == expected and expected
+    assert "Canon_40D.jpg" in _all(library, camera="canon") and "Nikon_D70.jpg" not in _all(library, camera="canon")
+    assert set(_all(library, camera="iphone")) >= {"iphone_hdr_NO.jpg", "IMG_5195.HEIC", "y2019_end.jpg"}
+    assert _all(library, camera="100%_no_such") == {}  # % and _ are themselves, not wildcards
+
+
+def test_near_is_a_great_circle_distance_with_a_default_of_5_km(library):
+    near_tower = _all(library, near=spec.near(f"{EIFFEL[0]},{EIFFEL[1]}"))
+    assert set(near_tower) == {"y2019_start.jpg", "y2019_june14.jpg"}  # 0 and 4.9 km, not 5.1 km
+    wider = _all(library, near=spec.near(f"{EIFFEL[0]},{EIFFEL[1]}", 6))
+    assert set(wider) == {"y2019_start.jpg", "y2019_june14.jpg", "y2019_june30.jpg"}
+    tuscany = (43.4672, 11.8830)
+    expected = {r.path.name for r in _records(library)
+                if r.gps_lat is not None and great_circle_km(*tuscany, r.gps_lat, r.gps_lon) <= 0.3}  # fmt: skip
+    found = set(_all(library, near=spec.near(f"{tuscany[0]},{tuscany[1]}", 0.3)))
+    assert found == expected and 2 <= len(found) < 9  # of the nine DSCN photos there, the nearest
+
+
+def test_place_names_a_city_region_or_country_from_offline_geocoding(library):
+    def around(lat: float, lon: float, km: float) -> set[str]:
+        return {r.path.name for r in _records(library)
+                if r.gps_lat is not None and great_circle_km(lat, lon, r.gps_lat, r.gps_lon) <= km}  # fmt: skip
+
+    madrid = around(40.4168, -3.7038, 60)  # the city, and the region of Madrid around it
+    assert set(_all(library, place="Madrid")) == madrid and {"iphone_hdr_NO.jpg", "iphone_hdr_YES.jpg"} <= madrid
+    assert set(_all(library, place="finland")) == around(60.17, 24.94, 300) and around(60.17, 24.94, 300)
+    assert set(_all(library, place="Japan")) == {"y2019_end.jpg"}
+    paris_region = _all(library, place="île-de-france")  # case folded beyond ASCII
+    assert {"y2019_start.jpg", "y2019_june14.jpg"} <= set(paris_region)
+    assert _all(library, place="Madrid, Japan") == {}  # each part must match
+    assert "Spain" in _all(library, place="Madrid")["iphone_hdr_NO.jpg"].place
+
+
+def test_location_type_and_orientation(library):
+    records = _records(library)
+    with_gps = {r.path.name for r in records if r.gps_lat is not None}
+    assert set(_all(library, location=True)) == with_gps and len(with_gps) >= 15
+    assert set(_all(library, location=False)) == {r.path.name for r in records} - with_gps
+    heif = {r.path.name for r in records if r.format == "HEIF"}
+    assert set(_all(library, formats=spec.formats("heic"))) == heif and "IMG_5195.HEIC" in heif
+    assert set(_all(library, formats=spec.formats("tiff,heic"))) == {
+        r.path.name for r in records if r.format in ("TIFF", "HEIF")
+    }
+    portrait = _all(library, orientation="portrait")
+    assert {f"portrait_{i}.jpg" for i in range(1, 9)} <= set(portrait)
+    assert not {f"landscape_{i}.jpg" for i in range(1, 9)} & set(portrait)
+    assert all(r.facts.height > r.facts.width for r in portrait.values())
+
+
+def test_filters_combine_with_and(library):
+    both = _all(library, camera="apple", start=spec.period("2019", False), end=spec.period("2019", True))
+    assert set(both) == {"y2019_june30.jpg", "y2019_end.jpg"}
+    assert set(_all(library, camera="canon", location=True)) == {"y2019_start.jpg"}
+
+
+def test_timeline_pages_by_cursor_in_date_order_and_holds_still_while_photos_arrive(library, tmp_path):
+    everything = [r.id for r in library.query(SearchRequest(sort="newest", k=1000)).results]
+    dates = [r.date for r in library.query(SearchRequest(sort="newest", k=1000)).results]
+    assert dates == sorted(dates, reverse=True) and len(everything) == len(_records(library))
+    oldest = [r.id for r in library.query(SearchRequest(sort="oldest", k=1000)).results]
+    assert oldest == everything[::-1]
+    seen, cursor = [], None
+    extra = tmp_path / "extra"
+    while True:
+        page = library.query(SearchRequest(sort="newest", k=7, cursor=cursor))
+        seen += [r.id for r in page.results]
+        if not page.more:
+            break
+        cursor = page.cursor
+        if len(seen) == 14:  # new photos, dated before and after the page boundary, indexed mid-way
+            make_exif_photo(extra / "new_old.jpg", 500, taken="1990:01:01 00:00:00")
+            make_exif_photo(extra / "new_new.jpg", 501, taken="2030:01:01 00:00:00")
+            library.index([extra])
+    new_old = library.photo_at((extra / "new_old.jpg").resolve()) or library.photo_at(extra / "new_old.jpg")
+    assert seen == [*everything, new_old.id]  # no repeat, no skip: the newer one was before the cursor
+    library.remove_root(extra)
+
+
+def test_a_query_with_filters_ranks_only_the_photos_they_keep(library):
+    kept = set(_all(library, camera="canon"))
+    page = library.query(SearchRequest(texts=(Weighted("a photo"),), filters=Filters(camera="canon"), k=1000))
+    assert {r.path.name for r in page.results} == kept
+    scores = [r.score for r in page.results]
+    assert scores == sorted(scores, reverse=True) and all(r.relevant for r in page.results)
+
+
+def test_combined_query_vector_is_the_documented_formula(library):
+    texts = library.text_embedder().embed_texts(["a beach", "a sunset", "people"])
+    example = library.photo_at(_path(library, "Canon_40D.jpg"))
+    stored = library.stores().photo_vectors([example.id])[example.id]
+    q = normalised(2 * normalised(texts[0]) + normalised(texts[1]) - normalised(texts[2]) + 0.5 * normalised(stored))
+    request = SearchRequest(texts=(Weighted("a beach", 2), Weighted("a sunset")), negatives=(Weighted("people"),),
+                            examples=(Example(photo_id=example.id, weight=0.5),), k=20)  # fmt: skip
+    results = library.query(request).results
+    assert example.id not in {r.id for r in results}  # the example itself is left out
+    vectors = library.stores().photo_vectors([r.id for r in _records(library) if r.id != example.id])
+    exact = sorted(vectors, key=lambda i: -float(vectors[i] @ q))[:20]
+    assert [r.id for r in results] == exact
+    assert all(abs(r.score - float(vectors[r.id] @ q)) < 1e-4 for r in results)
+
+
+def test_the_same_words_give_the_same_results_in_every_interface(library, env):
+    words = ["2:a camera", "--not", "a dog", "--camera", "canon", "--from", "2000", "--to", "2008-06", "-k", "8"]
+    params = {"q": ["2:a camera"], "not": ["a dog"], "camera": "canon", "from": "2000", "to": "2008-06", "k": "8"}
+    request = SearchRequest(texts=(Weighted("a camera", 2),), negatives=(Weighted("a dog"),),
+                            filters=spec.with_period(Filters(camera="canon"), "2000", "2008-06"), k=8)  # fmt: skip
+    expected = [r.to_dict() for r in library.query(request).results]
+    assert len(expected) >= 5
+    client = _client(library)
+    got = client.get("/api/search", params=params).json()["results"]
+    posted = client.post("/api/search", json=params).json()["results"]
+    cli = _cli(library, env, "search", words[0].split(":", 1)[1], "--weight", "2", *words[1:], "--json")
+    for answer in (got, posted, cli):
+        assert [_core(r) for r in answer] == [_core(r) for r in expected]
+
+
+def test_bad_words_are_one_clear_error(library):
+    for params, message in (({"from": "2019-13"}, "not a date"), ({"near": "91,0"}, "not on Earth"),
+                            ({"type": "raw"}, "unknown type"), ({"q": "a", "cutoff": "high"}, "cutoff"),
+                            ({"from": "2020", "to": "2019"}, "empty"), ({"nope": "1"}, "unknown search parameter"),
+                            ({"not": "x"}, "subtracts"), ({"q": "0:x"}, "weight")):  # fmt: skip
+        with pytest.raises(InvalidQueryError, match=message):
+            from_params(params)
+        reply = _client(library).get("/api/search", params=params)
+        assert reply.status_code == 422 and message in reply.json()["detail"], (params, reply.json())
+
+
+def _client(lib: Library) -> TestClient:
+    return TestClient(create_app(lib), base_url="http://127.0.0.1", headers={CSRF_HEADER: "1"})
+
+
+def _path(lib: Library, name: str) -> Path:
+    return next(r.path for r in _records(lib) if r.path.name == name)
+
+
+def _core(result: dict) -> tuple:
+    return result["id"], round(result["score"], 4) if result["score"] is not None else None, result["relevant"]
+
+
+def _cli(lib: Library, env: dict, *args: str) -> list[dict]:
+    config = lib.config
+    cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(config.data_dir), "--model", config.model.name,
+           *args]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**env, **stores_env()}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
