@@ -43,6 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import filtered_queries
 import numpy as np
 from machine import cpu_model, save_random_clip  # benchmarks/machine.py, beside this script
 from query_index import build_on_servers, index_key, make_vectors, prepare_embedded, prepare_servers, sqlite_statistics
@@ -287,6 +288,7 @@ def run(args: argparse.Namespace) -> None:
                 "build_vectors_s": build.get("vectors_s"), "build_catalog_s": build.get("catalog_s"),
                 "build_cached": bool(build.get("cached")),
             }  # fmt: skip
+            figures[name] |= filtered_queries.measure(config, vectors, of, texts, args.seed)
     report(args, model, texts, queries, min_cosine, figures, bool(warm["torch_imported"]["yes"]))
 
 
@@ -330,6 +332,19 @@ def report(args: argparse.Namespace, model: Path, texts: list[str], queries: np.
               f"| {f['p50_ms']:.1f} / {f['p95_ms']:.1f} ms | {f['hnsw_p50_ms']:.1f} ms "
               f"| {f['catalog_p50_ms']:.2f} ms | {f['recall@10']:.4f} "
               f"| {f['cold_search_s']:.2f} s ({f['cold_search_peak_rss_mb']:.0f} MB peak RSS) | {build} | {hnsw} "
+              f"| `{command.strip()}` |")  # fmt: skip
+    print(
+        "\n| date | machine | N | backend | filtered text query p50 (recall@10), filter keeps 100% / 10% / 1% / 0.1% "
+        "| date-sorted + cutoff p50 | facets p50 (scan) | timeline page p50 (50 pages deep) | command |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, f in figures.items():
+        shares = " / ".join(f"{f[f'filtered_{s}_p50_ms']:.1f} ms ({f[f'filtered_{s}_recall@10']:.3f})"
+                            for s in ("100%", "10%", "1%", "0.1%"))  # fmt: skip
+        rest = (f"{f['date_sorted_cutoff_p50_ms']:.1f} ms | {f['facets_p50_ms']:.1f} ms "
+                f"({f['facets_scan_p50_ms']:.1f} ms) | {f['browse_first_p50_ms']:.1f} ms "
+                f"({f['browse_deep_p50_ms']:.1f} ms)")  # fmt: skip
+        print(f"| {datetime.now():%Y-%m-%d} | {machine} | {args.n:,} | {name} | {shares} | {rest} "
               f"| `{command.strip()}` |")  # fmt: skip
     if len(figures) == 2:
         print(f"\nservers add {result['servers_added_p50_ms']:+.2f} ms p50 ({result['servers_ratio_p50']:.2f}x), "

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-GENERATOR_VERSION = 4  # bump when the generated index changes (4: content keys), so cached ones are rebuilt
+GENERATOR_VERSION = 5  # bump when the generated index changes (5: dated_at), so cached ones are rebuilt
+START = datetime(2012, 1, 1)
 STEP = 5000  # rows and vectors per write (under Chroma's largest batch)
 
 
@@ -73,6 +74,11 @@ def make_vectors(n: int, text_vectors: np.ndarray, extra_queries: int, seed: int
     return vectors, of, np.concatenate([text_vectors, synthetic]).astype(np.float32)
 
 
+def taken_at(photo_id: int, event: int) -> datetime:
+    """The synthetic photo's time taken: its event's day (over ~11 years), its id's second of that day."""
+    return START + timedelta(days=event % 4000, seconds=photo_id % 86400)
+
+
 def content_key(photo_id: int) -> str:
     """The synthetic photo's content hash (the vector store's key): its id in hex, as long as a blake2b digest."""
     return f"{photo_id:032x}"
@@ -92,20 +98,21 @@ def write_index(catalog: Any, store: Any | None, root: Path, vectors: np.ndarray
     from photosearch.stores.schema import Photo, PhotoStatus
 
     root_row = catalog.add_root(root)
-    start, now = datetime(2012, 1, 1), datetime.now().replace(microsecond=0)
+    now = datetime.now().replace(microsecond=0)
     seconds = {"catalog_s": 0.0, "vectors_s": 0.0}
     for first in range(0, len(vectors), STEP):
         ids = list(range(first + 1, min(first + STEP, len(vectors)) + 1))
         rows = []
         for photo_id in ids:
             event = int(of[photo_id - 1])
-            taken = start + timedelta(days=event % 4000, seconds=photo_id % 86400)
+            taken = taken_at(photo_id, event)
             folder_name = f"{taken.year}/event-{event:04d}"
             path = f"{root_row.path}/{folder_name}/IMG_{photo_id:07d}.jpg"
             rows.append({"id": photo_id, "root_id": root_row.id, "path": path, "folder": folder_name,
                          "size": 2_000_000 + photo_id, "mtime_ns": photo_id, "status": PhotoStatus.INDEXED,
                          "content_hash": content_key(photo_id),
-                         "width": 4032, "height": 3024, "format": "JPEG", "taken_at": taken, "camera_make": "Apple",
+                         "width": 4032, "height": 3024, "format": "JPEG", "taken_at": taken, "dated_at": taken,
+                         "camera_make": "Apple",
                          "camera_model": "iPhone 12", "indexed_at": now, "updated_at": now})  # fmt: skip
         t0 = time.perf_counter()
         with catalog.session() as s, s.begin():

@@ -8,7 +8,6 @@ interface (query/api.py), which a running `photosearch serve` answers when there
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from photosearch.cli_roots import roots as roots_command
-from photosearch.cli_search import filter_options, search_request
+from photosearch.cli_search import filter_options, print_page, print_results, search_request
 from photosearch.cli_status import show_status, show_stores_down
 from photosearch.cli_store import store as store_command
 from photosearch.pathtext import display
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
     from photosearch.indexing.indexer import IndexReport
     from photosearch.library import Library
     from photosearch.query.api import Queries
-    from photosearch.query.result import SearchPage, SearchResult
     from photosearch.serving.client import ServerClient
 
 
@@ -181,41 +179,6 @@ def _print_report(report: IndexReport) -> None:
         click.echo("see `photosearch status --failed` for the reasons", err=True)
 
 
-def _print_page(page: SearchPage, as_json: bool, dates: bool) -> None:
-    """A page of results (with their dates when sorted by date); a divider before the first one below the cutoff;
-    a timeline's next cursor on stderr."""
-    rest = next((i for i, r in enumerate(page.results) if r.relevant is False), len(page.results))
-    _print_results(page.results[:rest], as_json, dates)
-    if rest < len(page.results):
-        if not as_json:
-            click.echo("---- less relevant ----")
-        _print_results(page.results[rest:], as_json, dates)
-    if page.cursor:
-        click.echo(f"more: --cursor {page.cursor}", err=True)
-
-
-def _print_results(results: Sequence[SearchResult], as_json: bool, dates: bool = False) -> None:
-    """One line per result (--json: its JSON form, RESULT_KEYS in order)."""
-    if as_json:
-        for result in results:
-            click.echo(json.dumps(result.to_dict()))
-        return
-    if not results:
-        click.echo("no results (is anything indexed? see `photosearch status`)", err=True)
-    for result in results:
-        data = result.to_dict()  # the path as shown (pathtext.display)
-        offline = "  (offline: its library folder is missing)" if result.offline else ""
-        score = "" if result.score is None else f"{result.score:.4f}  "
-        click.echo(f"{data['rank']:3d}  {score}{_date(result) if dates else ''}{data['path']}{offline}")
-
-
-def _date(result: SearchResult) -> str:
-    """The date shown when sorted by date: * marks a photo dated by its file (it has no time taken)."""
-    if result.date is None:
-        return "(no date)          "
-    return f"{result.date:%Y-%m-%d %H:%M}{'*' if result.date_source == 'file' else ' '}  "
-
-
 _K = click.option("-k", "--top", "k", type=click.IntRange(1, MAX_K),
                   help="How many results (default: search.default_k in the config).")  # fmt: skip
 _JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
@@ -230,6 +193,7 @@ _OFFLINE = click.option(
 @click.option("--and", "also", multiple=True, metavar="TEXT", help="Another text the photos should match.")
 @click.option("--not", "negatives", multiple=True, metavar="TEXT", help="A text to subtract (repeatable).")
 @click.option("--like", "likes", multiple=True, metavar="IMAGE", help="An example image: an indexed photo or any file.")
+@click.option("--unlike", "unlikes", multiple=True, metavar="IMAGE", help="An example image to subtract.")
 @click.option("--weight", type=float, help="The weight of QUERY (else 1; any text takes W:text, as 2:sunset).")
 @filter_options
 @click.option("--sort", type=click.Choice(SORTS), help="Order (default: relevance with a query, newest without).")
@@ -247,7 +211,7 @@ def search(ctx: click.Context, /, query: str | None, as_json: bool, **options: A
     request = search_request(query, options)
     with _queries(ctx) as queries:
         page = queries.query(request)
-    _print_page(page, as_json, dates=request.order != "relevance")
+    print_page(page, as_json, dates=request.order != "relevance")
 
 
 @cli.command()
@@ -263,7 +227,7 @@ def similar(
     """Photos that look like PHOTO (an indexed photo or any image file)."""
     with _queries(ctx) as queries:
         results = queries.similar(photo, k=k, folder=folder, include_offline=include_offline)
-    _print_results(results, as_json)
+    print_results(results, as_json)
 
 
 @cli.command()

@@ -1,21 +1,26 @@
 """The search command's options: the filters (shared with any command that narrows the library) and the request
-they make (query/spec.py), parsed by the same functions that read the HTTP API's parameters.
+they make (query/spec.py), parsed by the same functions that read the HTTP API's parameters; and how results
+are printed.
 
 Cheap to import: `photosearch --help` reads these decorators.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from photosearch.filters import ORIENTATIONS, Filters
 from photosearch.query import spec
 from photosearch.query.spec import Example, SearchRequest, Weighted
+
+if TYPE_CHECKING:
+    from photosearch.query.result import SearchPage, SearchResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,6 +69,7 @@ def search_request(query: str | None, options: dict[str, Any]) -> SearchRequest:
         texts=tuple(texts),
         negatives=tuple(spec.weighted(text) for text in options.get("negatives", ())),
         examples=tuple(_example(text) for text in options.get("likes", ())),
+        unlike=tuple(_example(text) for text in options.get("unlikes", ())),
         filters=filters_of(options),
         sort=options.get("sort"),
         cutoff=spec.cutoff(options["cutoff"]) if options.get("cutoff") else None,
@@ -84,3 +90,38 @@ def _example(text: str) -> Example:
         return Example(path=Path(text))
     found: Weighted = spec.weighted(text)
     return Example(path=Path(found.text), weight=found.weight)
+
+
+def print_page(page: SearchPage, as_json: bool, dates: bool) -> None:
+    """A page of results (with their dates when sorted by date); a divider before the first one below the cutoff;
+    a timeline's next cursor on stderr."""
+    rest = next((i for i, r in enumerate(page.results) if r.relevant is False), len(page.results))
+    print_results(page.results[:rest], as_json, dates)
+    if rest < len(page.results):
+        if not as_json:
+            click.echo("---- less relevant ----")
+        print_results(page.results[rest:], as_json, dates)
+    if page.cursor:
+        click.echo(f"more: --cursor {page.cursor}", err=True)
+
+
+def print_results(results: Sequence[SearchResult], as_json: bool, dates: bool = False) -> None:
+    """One line per result (--json: its JSON form, RESULT_KEYS in order)."""
+    if as_json:
+        for result in results:
+            click.echo(json.dumps(result.to_dict()))
+        return
+    if not results:
+        click.echo("no results (is anything indexed? see `photosearch status`)", err=True)
+    for result in results:
+        data = result.to_dict()  # the path as shown (pathtext.display)
+        offline = "  (offline: its library folder is missing)" if result.offline else ""
+        score = "" if result.score is None else f"{result.score:.4f}  "
+        click.echo(f"{data['rank']:3d}  {score}{_date(result) if dates else ''}{data['path']}{offline}")
+
+
+def _date(result: SearchResult) -> str:
+    """The date shown when sorted by date: * marks a photo dated by its file (it has no time taken)."""
+    if result.date is None:
+        return "(no date)          "
+    return f"{result.date:%Y-%m-%d %H:%M}{'*' if result.date_source == 'file' else ' '}  "

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from photosearch.config import Config, StoreConfig
 from photosearch.errors import LibraryBusyError, LibraryRootError, WriterBusyError
+from photosearch.filters import Filters
 from photosearch.indexing import places
 from photosearch.indexing import roots as roots_ops
 from photosearch.indexing.indexer import Indexer, IndexReport, Progress
@@ -339,6 +340,11 @@ class Library:
     ) -> list[SearchResult]:
         """Photos like an image given as bytes (an upload): decoded like any photo, EXIF orientation applied."""
         return self.queries.similar_to_image(data, name, k, folder, include_offline)
+
+    def facets(self, filters: Filters | None = None, include_offline: bool = False) -> dict[str, Any]:
+        """Cameras, years and months, places, types and positions present (among the photos the filters keep),
+        with counts: what the page's filter bar offers (query/facets.py)."""
+        return self.queries.facets(filters or Filters(), include_offline)
 
     def upload(self, data: bytes, name: str = "upload") -> str:
         """Embed an image given as bytes for later queries (Example.upload): its reference."""

@@ -5,6 +5,7 @@ the two (upserts, greatest/max, 64-bit sizes, byte-order prefix ranges)."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,7 @@ def test_upgrade_from_each_previous_revision_keeps_data(catalog_url, previous):
     if previous is not None:
         record = catalog.get(7)
         assert (record.path, record.status, record.size, record.mtime_ns) == (Path("/p/a.jpg"), "indexed", 10, 20)
+        assert record.dated_at == datetime.fromtimestamp(20 / 1e9).replace(microsecond=0)  # 0005 dated it by its file
         assert catalog.file_states(1, under="/p") == {"/p/a.jpg": catalog.file_states(1)["/p/a.jpg"]}
     catalog.close()
     assert _schema_diff(catalog_url) == []

@@ -194,13 +194,17 @@ def test_a_query_with_filters_ranks_only_the_photos_they_keep(library):
 def test_combined_query_vector_is_the_documented_formula(library):
     texts = library.text_embedder().embed_texts(["a beach", "a sunset", "people"])
     example = library.photo_at(_path(library, "Canon_40D.jpg"))
-    stored = library.stores().photo_vectors([example.id])[example.id]
-    q = normalised(2 * normalised(texts[0]) + normalised(texts[1]) - normalised(texts[2]) + 0.5 * normalised(stored))
+    unliked = library.photo_at(_path(library, "Nikon_D70.jpg"))
+    stored = library.stores().photo_vectors([example.id, unliked.id])
+    q = normalised(2 * normalised(texts[0]) + normalised(texts[1]) - normalised(texts[2])
+                   + 0.5 * normalised(stored[example.id]) - normalised(stored[unliked.id]))  # fmt: skip
     request = SearchRequest(texts=(Weighted("a beach", 2), Weighted("a sunset")), negatives=(Weighted("people"),),
-                            examples=(Example(photo_id=example.id, weight=0.5),), k=20)  # fmt: skip
+                            examples=(Example(photo_id=example.id, weight=0.5),),
+                            unlike=(Example(photo_id=unliked.id),), k=20)  # fmt: skip
     results = library.query(request).results
-    assert example.id not in {r.id for r in results}  # the example itself is left out
-    vectors = library.stores().photo_vectors([r.id for r in _records(library) if r.id != example.id])
+    assert not {example.id, unliked.id} & {r.id for r in results}  # the examples themselves are left out
+    others = [r.id for r in _records(library) if r.id not in (example.id, unliked.id)]
+    vectors = library.stores().photo_vectors(others)
     exact = sorted(vectors, key=lambda i: -float(vectors[i] @ q))[:20]
     assert [r.id for r in results] == exact
     assert all(abs(r.score - float(vectors[r.id] @ q)) < 1e-4 for r in results)
@@ -225,7 +229,7 @@ def test_bad_words_are_one_clear_error(library):
     for params, message in (({"from": "2019-13"}, "not a date"), ({"near": "91,0"}, "not on Earth"),
                             ({"type": "raw"}, "unknown type"), ({"q": "a", "cutoff": "high"}, "cutoff"),
                             ({"from": "2020", "to": "2019"}, "empty"), ({"nope": "1"}, "unknown search parameter"),
-                            ({"not": "x"}, "subtracts"), ({"q": "0:x"}, "weight")):  # fmt: skip
+                            ({"not": "x"}, "subtract"), ({"q": "0:x"}, "weight")):  # fmt: skip
         with pytest.raises(InvalidQueryError, match=message):
             from_params(params)
         reply = _client(library).get("/api/search", params=params)
@@ -244,10 +248,90 @@ def _core(result: dict) -> tuple:
     return result["id"], round(result["score"], 4) if result["score"] is not None else None, result["relevant"]
 
 
-def _cli(lib: Library, env: dict, *args: str) -> list[dict]:
+def _run_cli(lib: Library, env: dict, *args: str) -> subprocess.CompletedProcess[str]:
     config = lib.config
     cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(config.data_dir), "--model", config.model.name,
            *args]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env={**env, **stores_env()}, timeout=300)
     assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
+    return done
+
+
+def _cli(lib: Library, env: dict, *args: str) -> list[dict]:
+    return [json.loads(line) for line in _run_cli(lib, env, *args).stdout.splitlines()]
+
+
+def test_facets_count_what_the_filters_would_keep(library):
+    records = _records(library)
+    found = _client(library).get("/api/facets").json()
+    assert found["total"] == len(records)
+    cameras = {(c["make"], c["model"]): c["count"] for c in found["cameras"]}
+    for (make, model), count in cameras.items():
+        kept = _all(library, camera=f"{make} {model}".strip())
+        assert sum(1 for r in kept.values() if (r.facts.camera_make or "", r.facts.camera_model or "")
+                   == (make, model)) == count  # fmt: skip
+    years = {y["year"]: y["count"] for y in found["years"]}
+    assert years[2019] == len(_all(library, start=spec.period("2019", False), end=spec.period("2019", True)))
+    assert sum(years.values()) == len(records)
+    months = {m["month"]: m["count"] for m in found["months"]}
+    assert months["2019-06"] == 3 and sum(months.values()) == len(records)
+    countries = {c["country"]: c["count"] for c in found["places"]["countries"]}
+    for country, count in countries.items():
+        assert len(_all(library, place=country)) == count
+    assert countries["Japan"] == 1 and "Spain" in countries
+    types = {t["type"]: t["count"] for t in found["types"]}
+    assert types["heic"] == len(_all(library, formats=spec.formats("heic"))) and sum(types.values()) == len(records)
+    assert found["location"] == {
+        "with": len(_all(library, location=True)),
+        "without": len(_all(library, location=False)),
+    }
+    narrowed = _client(library).get("/api/facets", params={"camera": "apple"}).json()
+    assert narrowed["total"] == len(_all(library, camera="apple"))
+    assert {c["make"] for c in narrowed["cameras"]} == {"Apple"}
+
+
+def test_the_facets_follow_the_library_as_it_changes(library, tmp_path):
+    before = library.facets()
+    assert library.facets() == before  # kept
+    extra = make_exif_photo(tmp_path / "more" / "x.jpg", 600, taken="2031:05:05 10:00:00", make="Leica", model="M11",
+                            gps=(48.8566, 2.3522))  # fmt: skip
+    library.index([extra.parent])
+    after = library.facets()
+    assert after["total"] == before["total"] + 1
+    assert {"make": "Leica", "model": "M11", "count": 1} in after["cameras"]
+    assert after["years"][0] == {"year": 2031, "count": 1}
+    assert any(c["city"] == "Paris" for c in after["places"]["cities"])  # looked up after the run
+    library.remove_root(extra.parent)
+    assert library.facets() == before
+
+
+def test_photos_indexed_before_places_were_recorded_get_theirs_at_the_next_run(library):
+    """A catalog from before migration 0005 has positions and no places: the next index run looks them up."""
+    from sqlalchemy import update
+
+    from photosearch.stores.schema import Photo
+
+    madrid = set(_all(library, place="Madrid"))
+    with library.catalog.session() as s, s.begin():
+        s.execute(update(Photo).values(place_city=None, place_region=None, place_country=None))
+    assert _all(library, place="Madrid") == {}
+    report = library.index()
+    assert report.embedded == 0 and set(_all(library, place="Madrid")) == madrid
+
+
+def test_the_cli_pages_a_timeline_by_the_cursor_it_prints(library, env):
+    expected = _all(library, start=spec.period("2019", False), end=spec.period("2019", True))
+    seen: list[str] = []
+    args = ["search", "--from", "2019", "--to", "2019", "-k", "2"]
+    while True:
+        done = _run_cli(library, env, *args)
+        lines = done.stdout.splitlines()
+        assert all(line.split()[1].startswith("2019-") for line in lines)  # rank, date, time, path
+        seen += [Path(line.split()[-1]).name for line in lines]
+        more = [line for line in done.stderr.splitlines() if line.startswith("more: --cursor ")]
+        if not more:
+            break
+        args = ["search", "--from", "2019", "--to", "2019", "-k", "2", "--cursor", more[0].split()[-1]]
+    assert seen == sorted(expected, key=lambda name: (expected[name].date, expected[name].id), reverse=True)
+    june = _run_cli(library, env, "search", "--from", "2019-06", "--to", "2019-06", "-k", "10").stdout.splitlines()
+    assert next(line for line in june if line.endswith("undated.jpg")).split()[2].endswith("*")  # dated by its file

@@ -136,7 +136,8 @@ def test_search_view_similar_and_search_by_example(server, browser, shots, recor
     page = _page(browser, 1280, 820)
     page.goto(url)
     page.wait_for_function("document.getElementById('status').textContent.includes('34 photos')")
-    assert page.is_visible("#empty")
+    page.wait_for_function(f"document.querySelectorAll('#grid .tile').length === {PHOTOS + 1}")  # the timeline
+    assert page.is_hidden("#start")
     page.screenshot(path=str(shots / "desktop-start.png"))
 
     # `/` focuses the search box; typing and Enter searches, and the address bar keeps the query.
@@ -354,3 +355,117 @@ def _load_all(page, n: int) -> None:
     page.locator("#more").scroll_into_view_if_needed()
     page.wait_for_function(f"document.getElementById('summary').textContent.startsWith('All {n}')")
     assert page.locator("#grid .tile").count() == n
+
+
+def test_timeline_filters_refine_and_the_url(server, browser, shots):
+    """No query: the library as a timeline by month. The filter bar narrows it (its menus from the facets, with
+    counts); a search keeps the relevant matches first; "more/less like this" refine it; all of it lives in the
+    URL, so the back button and a reload give the same page."""
+    url, _ = server
+    page = _page(browser, 1280, 820)
+    page.goto(url)
+    page.wait_for_function(f"document.querySelectorAll('#grid .tile').length === {PHOTOS + 1}")
+    months = _names(page, "#grid .month h2")
+    assert months[-1] == "October 2008" and len(months) == 2  # the made photos are dated by their files: now
+    assert _names(page, "#grid .tile .name")[-1] == GPS_PHOTO  # newest first: the 2008 photo last
+    page.wait_for_function("[...document.querySelectorAll('#f-camera option')].some(o => o.text.includes('(1)'))")
+    cameras = _names(page, "#f-camera option")
+    assert "NIKON COOLPIX P6000 (1)" in cameras
+    page.screenshot(path=str(shots / "desktop-timeline.png"))
+
+    page.select_option("#f-camera", label="NIKON COOLPIX P6000 (1)")
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 1")
+    assert "camera=NIKON+COOLPIX+P6000" in page.url
+    assert _names(page, "#grid .tile .name") == [GPS_PHOTO]
+    page.go_back()
+    page.wait_for_function(f"document.querySelectorAll('#grid .tile').length === {PHOTOS + 1}")
+    assert page.input_value("#f-camera") == ""
+    page.fill("#f-from", "2008")
+    page.fill("#f-to", "2008")
+    page.locator("#f-to").dispatch_event("change")
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 1")
+    assert "from=2008" in page.url and "to=2008" in page.url
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 1")
+    assert page.input_value("#f-from") == "2008"  # the filters come back from the URL
+    page.click("#f-clear")
+    page.wait_for_function(f"document.querySelectorAll('#grid .tile').length === {PHOTOS + 1}")
+
+    # A search: relevant matches first, the rest below the divider, marked.
+    page.fill("#q", "a red ball")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.getElementById('summary').textContent.includes('relevant')")
+    order = page.eval_on_selector_all(
+        "#grid > li", "els => els.map(e => e.className || (e.querySelector('.less') ? 'less' : 'match'))"
+    )
+    if "divider" in order:
+        at = order.index("divider")
+        assert set(order[:at]) <= {"match"} and set(order[at + 1 :]) == {"less"}
+    else:
+        assert set(order) == {"match"}
+    # More like this: the photo joins the query as an example (and leaves the results); less like this subtracts.
+    page.locator("#grid .tile").first.click()
+    page.wait_for_selector("#viewer[open]")
+    shown = page.inner_text("#v-title")
+    page.click("#v-more")
+    page.wait_for_function("location.search.includes('like=')")
+    page.wait_for_function("document.getElementById('summary').textContent.includes('like 1 photo')")
+    assert "q=a+red+ball" in page.url and shown not in _names(page, "#grid .tile .name")
+    page.locator("#grid .tile").first.click()
+    page.wait_for_selector("#viewer[open]")
+    page.click("#v-less")
+    page.wait_for_function("location.search.includes('unlike=')")
+    page.wait_for_function("document.getElementById('summary').textContent.includes('less like 1 photo')")
+    page.screenshot(path=str(shots / "desktop-refined.png"))
+    page.go_back()
+    page.wait_for_function("!location.search.includes('unlike=')")
+    page.wait_for_function("document.getElementById('summary').textContent.includes('like 1 photo')")
+    assert not page.crashes, page.crashes
+
+
+def test_a_first_run_shows_how_to_start_and_the_folders_can_be_managed(browser, shots, tmp_path, tiny_model_dir):
+    """An empty library: the page says how to start; a folder added from the page is indexed by the daemon and
+    its photos appear; the folders dialog lists it with its count and forgets it."""
+    folder = tmp_path / "new-photos"
+    for i in range(3):
+        make_photo(folder / f"n{i}.jpg", seed=300 + i, size=(200, 150))
+    # A library of its own in its data directory (not the module's, whichever stores that one is on): empty.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
+    env |= {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HF_HOME": str(tmp_path / "hf")}
+    port = _free_port()
+    cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(tmp_path / "data"), "--model", str(tiny_model_dir),
+           "serve", "--port", str(port)]  # fmt: skip
+    with (tmp_path / "serve.log").open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        page = _page(browser, 1280, 820)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.2)
+        page.goto(url)
+        page.wait_for_selector("#start:not([hidden])")
+        page.screenshot(path=str(shots / "desktop-first-run.png"))
+        page.fill("#start-path", str(folder))
+        page.click("#start-add button")
+        page.wait_for_function("document.querySelectorAll('#grid .tile').length === 3", timeout=120_000)
+        assert page.is_hidden("#start")
+        page.click("#folders-open")
+        page.wait_for_selector("#folders[open]")
+        page.wait_for_function("document.getElementById('folders-list').textContent.includes('3 photos')")
+        assert str(folder) in page.inner_text("#folders-list")
+        page.screenshot(path=str(shots / "desktop-folders.png"))
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#folders-list button:has-text('Remove')")
+        page.wait_for_function("document.getElementById('folders-list').textContent.includes('No folders yet')")
+        page.click("#folders-close")
+        page.wait_for_selector("#start:not([hidden])")
+        assert not page.crashes, page.crashes
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -1,7 +1,8 @@
 """The date a photo is found by, and its place: what the search filters and the timeline read.
 
-``dated_at`` is the time taken (EXIF) or, for a photo without one, its file's modification time in local time:
-date filters and date order read it through one index with the id, so a timeline page is one index range.
+``dated_at`` is the time taken (EXIF) or, for a photo without one, its file's modification time in local time
+(the epoch for an mtime no calendar holds, so that every row has one): date filters and date order read it
+through one index with the id, so a timeline page is one index range.
 The catalog keeps it current whenever a row's time taken or mtime changes (stores/catalog.py); rows already
 there are filled here. ``place_city``/``place_region``/``place_country`` are the offline reverse geocoding of
 the GPS position (indexing/places.py): NULL until looked up, '' where no place is near; the photos already
@@ -23,13 +24,22 @@ branch_labels = None
 depends_on = None
 
 _PAGE = 5000
+# Each led by status, as every search and timeline reads only indexed photos: a timeline page is one range of
+# the first; the facets (GET /api/facets) group each of the others without reading the table.
+INDEXES = {
+    "ix_photos_timeline": ["status", "dated_at", "id"],
+    "ix_photos_camera": ["status", "camera_make", "camera_model"],
+    "ix_photos_place": ["status", "place_country", "place_region", "place_city"],
+    "ix_photos_format": ["status", "format", "gps_lat"],
+}
 
 
 def upgrade() -> None:
     op.add_column("photos", sa.Column("dated_at", sa.DateTime, nullable=True))
     for column in ("place_city", "place_region", "place_country"):
         op.add_column("photos", sa.Column(column, sa.Text, nullable=True))
-    op.create_index("ix_photos_dated_at_id", "photos", ["dated_at", "id"])
+    for name, columns in INDEXES.items():
+        op.create_index(name, "photos", columns)
     _fill_dates()
 
 
@@ -55,15 +65,16 @@ def _fill_dates() -> None:
         last = rows[-1].id
 
 
-def file_time(mtime_ns: int) -> datetime | None:
+def file_time(mtime_ns: int) -> datetime:
     try:
         return datetime.fromtimestamp(mtime_ns / 1e9).replace(microsecond=0)
-    except (OverflowError, OSError, ValueError):  # an mtime no calendar holds: the photo has no date
-        return None
+    except (OverflowError, OSError, ValueError):  # an mtime no calendar holds
+        return datetime(1970, 1, 1)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_photos_dated_at_id", "photos")
+    for name in INDEXES:
+        op.drop_index(name, "photos")
     with op.batch_alter_table("photos") as batch:
         for column in ("place_country", "place_region", "place_city", "dated_at"):
             batch.drop_column(column)

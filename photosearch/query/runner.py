@@ -13,8 +13,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,12 +26,14 @@ from photosearch.models.protocols import Embedder, TextEmbedder
 from photosearch.query.answer import Answerer
 from photosearch.query.compose import compose
 from photosearch.query.cutoff import SampleCache
+from photosearch.query.facets import facets
 from photosearch.query.images import image_bytes, image_file
 from photosearch.query.result import SearchPage, SearchResult
 from photosearch.query.search import Searcher, folder_scope
 from photosearch.query.spec import Example, SearchRequest, Weighted
 from photosearch.query.warmup import load_side_by_side
 from photosearch.stores.catalog import Catalog, PhotoRecord
+from photosearch.stores.catalog_hashes import PhotoScope
 from photosearch.stores.schema import PhotoStatus
 from photosearch.stores.vectors import VectorStore
 
@@ -58,6 +61,7 @@ class QueryRunner:
         self._samples = SampleCache()
         self._uploads: OrderedDict[str, tuple[float, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+        self._facets: tuple[tuple[object, ...], dict[str, Any]] | None = None  # (stamp, the library's facets)
 
     def query(self, request: SearchRequest) -> SearchPage:
         request.check()
@@ -68,6 +72,30 @@ class QueryRunner:
         searcher = self._searcher(request.include_offline)
         vector, exclude = self._vector(request, searcher)
         return Answerer(searcher, self._samples, self._w.default_k).answer(request, vector, scope, exclude)
+
+    def facets(self, filters: Filters, include_offline: bool = False) -> dict[str, Any]:
+        """The values present among the photos the filters keep, with counts (query/facets.py). The whole
+        library's are kept until the catalog's facts change (Catalog.facts_stamp: a few index lookups), as the
+        page asks for them with every visit and they take a grouped scan of four indexes."""
+        catalog = self._w.catalog
+        scope = self._searcher_scope(filters, include_offline)
+        if filters:
+            return facets(catalog.facet_counts(scope))
+        key = (scope.hidden, catalog.facts_stamp())
+        with self._lock:
+            if self._facets is not None and self._facets[0] == key:
+                return self._facets[1]
+        found = facets(catalog.facet_counts(scope))
+        with self._lock:
+            self._facets = (key, found)
+        return found
+
+    def _searcher_scope(self, filters: Filters, include_offline: bool) -> PhotoScope:
+        catalog = self._w.catalog
+        roots = catalog.roots()
+        scope = folder_scope(roots, filters.folder, filters)
+        hidden = frozenset() if include_offline else offline_roots(catalog, roots)
+        return replace(scope, hidden=scope.hidden | hidden)
 
     def search(self, query: str, k: int | None, folder: Path | None, include_offline: bool) -> list[SearchResult]:
         if not query.strip():
@@ -122,6 +150,10 @@ class QueryRunner:
         for example in request.examples:
             vector, photo_id = self._example(example, searcher)
             positives.append((vector, example.weight))
+            exclude |= {photo_id} if photo_id is not None else set()
+        for example in request.unlike:
+            vector, photo_id = self._example(example, searcher)
+            negatives.append((vector, example.weight))
             exclude |= {photo_id} if photo_id is not None else set()
         return compose(positives, negatives), frozenset(exclude)
 

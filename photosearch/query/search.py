@@ -111,8 +111,8 @@ class Searcher:
         """The hashes of a scope (a folder, filters) that holds few of the vectors, for Chroma to filter inside
         its search; None to filter the hits instead. Missing roots alone are filtered from the hits: counting
         them would cost every search of a library with an unplugged disk a catalog scan."""
-        if not scope.selective or self._catalog.indexed_hash_count(scope) * WIDE >= self._store.count():
-            return None
+        if not scope.selective or self._catalog.count_in(scope) * WIDE >= self._store.count():
+            return None  # (photos, not distinct contents: a count from the index, not a sort of the hashes)
         return self._catalog.scope_hashes(scope)
 
     def visible(self, scope: PhotoScope | None) -> PhotoScope:

@@ -48,6 +48,7 @@ class SearchRequest:
     texts: tuple[Weighted, ...] = ()
     negatives: tuple[Weighted, ...] = ()
     examples: tuple[Example, ...] = ()
+    unlike: tuple[Example, ...] = ()  # example images to subtract ("less like this")
     filters: Filters = field(default_factory=Filters)
     sort: str | None = None  # SORTS; None: relevance with a query, newest without (a timeline)
     cutoff: str | float | None = None  # "auto", "none" or a score; None: auto when sorted by date, else none
@@ -73,8 +74,8 @@ class SearchRequest:
         return "none" if self.order == "relevance" else "auto"
 
     def check(self) -> SearchRequest:
-        if self.negatives and not self.has_query:
-            raise InvalidQueryError("--not subtracts from a query: give a text or --like too")
+        if (self.negatives or self.unlike) and not self.has_query:
+            raise InvalidQueryError("--not and --unlike subtract from a query: give a text or --like too")
         if self.order == "relevance" and not self.has_query:
             raise InvalidQueryError(
                 "sorting by relevance needs a query (a text or --like); without one, use a date order"
@@ -85,7 +86,9 @@ class SearchRequest:
             raise InvalidQueryError(f"k must be between 1 and {MAX_K}, got {self.k}")
         if not 0 <= self.offset <= MAX_OFFSET:
             raise InvalidQueryError(f"offset must be between 0 and {MAX_OFFSET}, got {self.offset}")
-        for kind, parts in (("texts", self.texts), ("negative texts", self.negatives), ("examples", self.examples)):
+        parts_of = (("texts", self.texts), ("negative texts", self.negatives), ("examples", self.examples),
+                    ("negative examples", self.unlike))  # fmt: skip
+        for kind, parts in parts_of:
             if len(parts) > MAX_PARTS:
                 raise InvalidQueryError(f"at most {MAX_PARTS} {kind} in one query, got {len(parts)}")
         return self

@@ -2,13 +2,14 @@
 body. The CLI sends a request to a running server in this form, and the server reads it back with the same
 parsers (spec.py) that read the CLI's own options, so both answer a query alike.
 
-    q=2:sunset&q=beach&not=people&like=17&from=2019&to=2020-06&camera=canon&near=48.85,2.35&within=3
+    q=2:sunset&q=beach&not=people&like=17&unlike=23&from=2019&to=2020-06&camera=canon&near=48.85,2.35&within=3
     &place=Paris&location=true&type=jpeg,heic&orientation=portrait&folder=...&sort=newest&cutoff=auto
     &rest=true&k=30&offset=0&cursor=...&include_offline=true
 
 ``from``/``to`` name periods (2019 is all of 2019); ``before`` is an exclusive end as an exact time (what
-to_params writes). In JSON, q/not/like/upload are lists whose items are strings in the same form or objects
-({"text": "sunset", "weight": 2}, {"id": 17, "weight": 0.5}, {"upload": "u...", "weight": 1}).
+to_params writes). ``unlike`` names indexed photos to subtract. In JSON, q/not/like/unlike/upload are lists
+whose items are strings in the same form or objects ({"text": "sunset", "weight": 2}, {"id": 17, "weight": 0.5},
+{"upload": "u...", "weight": 1}).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from photosearch.pathtext import from_text, to_text
 from photosearch.query import spec
 from photosearch.query.spec import Example, SearchRequest, Weighted
 
-LISTS = ("q", "not", "like", "upload")
+LISTS = ("q", "not", "like", "upload", "unlike")
 _NAMES = {fmt: name for name, fmt in reversed(list(TYPES.items()))}  # "JPEG" -> "jpeg" (the first name of each)
 
 
@@ -36,6 +37,7 @@ def to_params(request: SearchRequest) -> dict[str, Any]:
         "not": [_weighted(w.text, w.weight) for w in request.negatives],
         "like": [_weighted(str(e.photo_id), e.weight) for e in request.examples if e.photo_id is not None],
         "upload": [_weighted(e.upload, e.weight) for e in request.examples if e.upload is not None],
+        "unlike": [_weighted(str(e.photo_id), e.weight) for e in request.unlike if e.photo_id is not None],
         "from": f.start.isoformat() if f.start else None,
         "before": f.end.isoformat() if f.end else None,
         "camera": f.camera,
@@ -54,7 +56,9 @@ def to_params(request: SearchRequest) -> dict[str, Any]:
         "cursor": request.cursor,
         "include_offline": "true" if request.include_offline else None,
     }
-    if any(e.path is not None for e in request.examples):
+    if any(e.path is not None for e in (*request.examples, *request.unlike)) or any(
+        e.upload is not None for e in request.unlike
+    ):
         raise InvalidQueryError("an example image by path must be sent as a photo id or an upload")
     return {key: value for key, value in params.items() if value not in (None, [])}
 
@@ -77,6 +81,7 @@ def from_params(params: Mapping[str, Any]) -> SearchRequest:
         texts=tuple(_text(item) for item in _items(params, "q")),
         negatives=tuple(_text(item) for item in _items(params, "not")),
         examples=examples,
+        unlike=tuple(_example(item) for item in _items(params, "unlike")),
         filters=_filters(one),
         sort=spec.sort(one["sort"]) if "sort" in one else None,
         cutoff=spec.cutoff(one["cutoff"]) if "cutoff" in one else None,

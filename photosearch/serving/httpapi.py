@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from photosearch.config import ServerConfig
-from photosearch.errors import ImageError, PhotosearchError
+from photosearch.errors import ImageError, InvalidQueryError, PhotosearchError
 from photosearch.facts import FACT_FIELDS, RESULT_FACTS, fact_types
 from photosearch.library import Library
 from photosearch.pathtext import display, from_text
@@ -69,6 +69,7 @@ class SearchParams(BaseModel):
     not_: list[str] = Field([], alias="not", description="A text to subtract. Repeatable.")
     like: list[str] = Field([], description="An indexed photo's id (2:17 weighs it). Repeatable.")
     upload: list[str] = Field([], description="An upload's reference (POST /api/uploads). Repeatable.")
+    unlike: list[str] = Field([], description="An indexed photo's id to subtract (less like it). Repeatable.")
     from_: str | None = Field(None, alias="from", description="From this date: YYYY, YYYY-MM or YYYY-MM-DD")
     to: str | None = Field(None, description="To this date, inclusive: 2019 is all of 2019")
     before: str | None = Field(None, description="Before this exact time (ISO 8601)")
@@ -229,6 +230,14 @@ def create_app(library: Library, reindex: Callable[[], None] | None = None) -> F
     async def search_json(body: Annotated[dict[str, Any], Body(description=_BODY)]) -> Results:
         wanted = from_params(body)
         return _answer(await run_in_threadpool(library.query, wanted), wanted, default_k)
+
+    @app.get("/api/facets", summary="Cameras, years and months, places and types present, with counts")
+    async def facets(request: Request) -> dict[str, Any]:
+        """The filter parameters of /api/search narrow what is counted (none: the whole library)."""
+        wanted = from_params(_multi(request))
+        if wanted.has_query or wanted.negatives or wanted.unlike:
+            raise InvalidQueryError("facets count the photos that filters keep: give no q, not, like or upload")
+        return await run_in_threadpool(library.facets, wanted.filters, wanted.include_offline)
 
     @app.post("/api/uploads", summary="An example image for queries: its reference (kept an hour)")
     async def upload(file: Annotated[UploadFile, File()]) -> dict[str, str]:

@@ -23,6 +23,7 @@ from photosearch.errors import CatalogError, PhotoNotFoundError
 from photosearch.facts import PhotoFacts, fact_values
 from photosearch.stores import pathmap
 from photosearch.stores.boundary import store_errors
+from photosearch.stores.catalog_derived import with_derived
 from photosearch.stores.catalog_engine import (
     RETRY_DELAYS,
     SCHEMA_HEAD,
@@ -110,29 +111,6 @@ def _by_keys(rows: Sequence[dict[str, Any]]) -> Iterator[tuple[tuple[str, ...], 
 
 def _now() -> datetime:
     return datetime.now().replace(microsecond=0)
-
-
-def file_time(mtime_ns: int) -> datetime | None:
-    """A file's mtime as the catalog dates a photo without its time taken: naive local time, to the second."""
-    try:
-        return datetime.fromtimestamp(mtime_ns / 1e9).replace(microsecond=0)
-    except (OverflowError, OSError, ValueError):  # an mtime no calendar holds: the photo has no date
-        return None
-
-
-_PLACE = ("place_city", "place_region", "place_country")
-
-
-def _with_derived(row: dict[str, Any]) -> dict[str, Any]:
-    """A row to write with the columns derived from it: dated_at from its time taken or mtime, and its place
-    cleared when it brings a GPS position (looked up again: places.py)."""
-    derived = dict(row)
-    taken, mtime_ns = row.get("taken_at"), row.get("mtime_ns")
-    if taken is not None or mtime_ns is not None:
-        derived["dated_at"] = taken if taken is not None else file_time(mtime_ns) if mtime_ns is not None else None
-    if "gps_lat" in row:
-        derived |= dict.fromkeys(_PLACE)
-    return derived
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -288,7 +266,7 @@ class Catalog(RootChanges, HashQueries, BrowseQueries, MetaKeys):
         all the rows that set the same columns."""
         now = _now()
         # Bound names must differ from the column names (SQLAlchemy reserves those for the SET clause).
-        params = [{"pid": photo_id, "updated_at": now} | {f"new_{k}": v for k, v in _with_derived(values).items()}
+        params = [{"pid": photo_id, "updated_at": now} | {f"new_{k}": v for k, v in with_derived(values).items()}
                   for photo_id, values in changes]  # fmt: skip
         with self._session() as s, s.begin():
             for keys, group in _by_keys(params):
@@ -368,7 +346,7 @@ class Catalog(RootChanges, HashQueries, BrowseQueries, MetaKeys):
         now = _now()
         ids: dict[str, int] = {}
         with self._session() as s, s.begin():
-            for keys, group in _by_keys([_with_derived(row) | {"updated_at": now} for row in rows]):
+            for keys, group in _by_keys([with_derived(row) | {"updated_at": now} for row in rows]):
                 stmt = insert_for(s, Photo)
                 changes: dict[str, Any] = {key: stmt.excluded[key] for key in keys if key != "path"}
                 if "dated_at" in keys and "taken_at" not in keys:  # a row without facts: a time taken stored stays

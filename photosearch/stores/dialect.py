@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement, Text, func
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import GenericFunction
 
 
 def backend(session: Session) -> str:
@@ -30,3 +32,39 @@ def greatest(session: Session, a: Any, b: Any) -> ColumnElement[Any]:
     """The larger of two values: SQLite's two-argument max(), PostgreSQL's greatest() (its max() is only the
     aggregate)."""
     return func.greatest(a, b) if backend(session) == "postgresql" else func.max(a, b)
+
+
+class fold(GenericFunction[str]):
+    """Unicode case folding: casefold() on SQLite (a Python function catalog_engine registers: SQLite's lower()
+    folds ASCII only), lower() on PostgreSQL (which folds as the database's LC_CTYPE does: all of Unicode in a
+    UTF-8 locale, ASCII only in the C locale)."""
+
+    type = Text()
+    inherit_cache = True
+
+
+@compiles(fold, "sqlite")
+def _fold_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"casefold({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(fold)
+def _fold_other(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+class year_month(GenericFunction[str]):
+    """A timestamp's "YYYY-MM": the text SQLite stores it as begins with it; PostgreSQL formats it."""
+
+    type = Text()
+    inherit_cache = True
+
+
+@compiles(year_month, "sqlite")
+def _year_month_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, 7)"
+
+
+@compiles(year_month)
+def _year_month_other(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"to_char({compiler.process(element.clauses, **kw)}, 'YYYY-MM')"

@@ -26,7 +26,7 @@ async function api(path, init = {}) {
 }
 
 const baseName = (path) => path.split(/[\\/]/).pop() || path;
-const score = (r) => r.score.toFixed(2);
+const score = (r) => (r.score == null ? "" : r.score.toFixed(2));
 
 function showError(what, error) {
   if (error && !$("token").hidden) return; // the token form says it
@@ -34,41 +34,86 @@ function showError(what, error) {
   $("error").hidden = !error;
 }
 
-// ---- results: text search, search by example, paging -------------------------------------------------
+// ---- results: a query (words, example photos, an upload) or a timeline, with filters; all of it in the URL -----
+// The URL's query string is the state: q, like/unlike (photo ids), upload (a reference the server keeps an hour),
+// the filters, sort, include_offline. Every change pushes a new URL, so a search can be bookmarked and the back
+// button works; the page reads the URL back (fromUrl) to show it.
+const FILTERS = ["from", "to", "camera", "place", "type", "orientation", "sort"];
+const TIMELINE_PAGE = 60;
+const monthName = new Intl.DateTimeFormat(undefined, { month: "long", year: "numeric" });
 let view = { kind: null, items: [] };
 
 function startView(next) {
-  view = { items: [], more: false, loading: false, ...next };
+  view = { items: [], more: false, loading: false, divided: false, month: null, cursor: null, ...next };
   $("grid").replaceChildren();
   $("empty").hidden = true;
-  $("example").hidden = next.kind !== "image";
+  $("start").hidden = true;
+  $("example").hidden = !next.file;
   showError();
 }
 
-function searchText(q, push = true) {
-  q = q.trim();
-  if (!q) return;
-  $("q").value = q;
-  const url = new URL(location.href);
-  url.search = new URLSearchParams({ q }).toString();
-  if (url.href !== location.href) history[push ? "pushState" : "replaceState"]({}, "", url);
-  document.title = `${q} · photosearch`;
-  startView({ kind: "text", q });
-  return loadMore();
+function stateParams() {
+  const params = new URLSearchParams(location.search);
+  params.delete("token");
+  return params;
 }
 
-function searchImage(file) {
+function go(params, push = true) {
+  const url = new URL(location.href);
+  url.search = params.toString();
+  if (url.href !== location.href) history[push ? "pushState" : "replaceState"]({}, "", url);
+  fromUrl();
+}
+
+function searchText(q) {
+  const params = stateParams();
+  for (const key of ["q", "like", "unlike", "upload"]) params.delete(key);
+  if (q.trim()) params.set("q", q.trim());
+  if (!q.trim() && params.get("sort") === "relevance") params.delete("sort");
+  go(params);
+}
+
+async function searchImage(file) {
   if (!file) return;
   if ($("viewer").open) $("viewer").close();
-  if (location.search) history.pushState({}, "", location.pathname);
-  document.title = `Like ${file.name} · photosearch`;
-  $("q").value = "";
   URL.revokeObjectURL($("example").src);
   $("example").onerror = () => ($("example").hidden = true);
   $("example").src = URL.createObjectURL(file);
   $("example").alt = `Example: ${file.name}`;
-  startView({ kind: "image", file });
-  return loadMore();
+  $("example").hidden = false;
+  $("summary").textContent = "Reading the image…";
+  try {
+    const form = new FormData();
+    form.append("file", file);
+    const { upload } = await api("/api/uploads", { method: "POST", body: form });
+    const params = stateParams();
+    for (const key of ["q", "like", "unlike", "upload"]) params.delete(key);
+    params.set("upload", upload);
+    exampleName = file.name;
+    go(params);
+  } catch (error) {
+    $("summary").textContent = "";
+    $("example").hidden = true;
+    showError("Search by image failed", error);
+  }
+}
+let exampleName = null;
+
+function refine(photoId, more) {
+  const params = stateParams();
+  params.append(more ? "like" : "unlike", photoId); // "less" needs a query to subtract from (showPhoto)
+  if ($("viewer").open) $("viewer").close();
+  go(params);
+}
+
+function describe(params) {
+  const parts = [];
+  if (params.get("q")) parts.push(`“${params.get("q")}”`);
+  const likes = params.getAll("like").length + params.getAll("upload").length;
+  if (likes) parts.push(likes === 1 && exampleName && params.has("upload") ? `like ${exampleName}` : `like ${likes} photo${likes > 1 ? "s" : ""}`);
+  const unlikes = params.getAll("unlike").length;
+  if (unlikes) parts.push(`less like ${unlikes} photo${unlikes > 1 ? "s" : ""}`);
+  return parts.join(", ");
 }
 
 async function loadMore() {
@@ -77,32 +122,46 @@ async function loadMore() {
   v.loading = true;
   v.failed = false;
   $("more").disabled = true;
-  $("summary").textContent = v.items.length ? "Loading more…" : "Searching…";
+  $("summary").textContent = v.items.length ? "Loading more…" : v.kind === "search" ? "Searching…" : "Loading…";
   try {
-    let data;
-    const offline = $("include-offline").checked ? "&include_offline=true" : "";
-    if (v.kind === "text") {
-      const params = new URLSearchParams({ q: v.q, k: PAGE, offset: v.items.length });
-      data = await api(`/api/search?${params}${offline}`);
+    const params = new URLSearchParams(v.params);
+    if ($("include-offline").checked) params.set("include_offline", "true");
+    if (v.kind === "search") {
+      // The page's own cutoff: the relevant matches first, the rest below a divider rather than hidden.
+      params.set("cutoff", "auto");
+      params.set("rest", "true");
+      params.set("k", PAGE);
+      params.set("offset", v.items.length);
     } else {
-      // The upload endpoint has no offset: ask again for one page more (and one beyond, to know if there
-      // is more) and keep the new tail.
-      const wanted = Math.min(MAX_K - 1, v.items.length + PAGE);
-      const form = new FormData();
-      form.append("file", v.file);
-      data = await api(`/api/search/image?k=${wanted + 1}${offline}`, { method: "POST", body: form });
-      data.more = data.results.length > wanted;
-      data.results = data.results.slice(v.items.length, wanted);
+      params.set("k", TIMELINE_PAGE);
+      if (!params.get("sort")) params.set("sort", "newest");
+      if (v.cursor) params.set("cursor", v.cursor);
     }
+    const data = await api(`/api/search?${params}`);
     if (v !== view) return;
     const start = v.items.length;
     v.items.push(...data.results);
-    v.more = data.more && v.items.length < MAX_K;
+    v.cursor = data.cursor;
+    v.more = data.more && (v.kind === "timeline" || v.items.length < MAX_K);
     showError();
-    $("grid").append(...data.results.map((r, i) => tile(r, () => openViewer(v.items, start + i))));
+    const nodes = [];
+    data.results.forEach((r, i) => {
+      if (v.kind === "timeline") {
+        const month = r.date ? r.date.slice(0, 7) : "undated";
+        if (month !== v.month) nodes.push(monthHeader(month, r.date));
+        v.month = month;
+      } else if (r.relevant === false && !v.divided) {
+        v.divided = true;
+        nodes.push(Object.assign(document.createElement("li"), { className: "divider", textContent: "less relevant" }));
+      }
+      const node = tile(r, () => openViewer(v.items, start + i));
+      if (r.relevant === false) node.firstChild.classList.add("less");
+      nodes.push(node);
+    });
+    $("grid").append(...nodes);
   } catch (error) {
     if (v !== view) return;
-    showError(v.kind === "text" ? "Search failed" : "Search by image failed", error);
+    showError(v.kind === "search" ? "Search failed" : "Loading the photos failed", error);
     v.failed = true;
   } finally {
     if (v === view) {
@@ -112,19 +171,41 @@ async function loadMore() {
   }
 }
 
+function monthHeader(month, date) {
+  const li = document.createElement("li");
+  li.className = "month";
+  const h = document.createElement("h2");
+  h.textContent = month === "undated" ? "No date" : monthName.format(new Date(date));
+  li.append(h);
+  return li;
+}
+
 function summarize() {
   const { kind, items, more } = view;
-  const what = kind === "text" ? `for “${view.q}”` : `like ${view.file.name}`;
   const n = nf.format(items.length);
   if (view.failed && !items.length) $("example").hidden = true;
-  $("summary").textContent = view.failed && !items.length ? "" : items.length
-    ? `${more ? "Best" : "All"} ${n} ${items.length === 1 ? "match" : "matches"} ${what}${more ? " · scroll for more" : ""}`
-    : `No photos ${what} yet`;
+  if (kind === "search") {
+    const relevant = items.filter((r) => r.relevant !== false).length;
+    const what = describe(view.params);
+    const label = `${items.length === 1 ? "match" : "matches"} for ${what} (${nf.format(relevant)} relevant)`;
+    $("summary").textContent = view.failed && !items.length ? "" : items.length
+      ? `${more ? "" : "All "}${n} ${label}${more ? " · scroll for more" : ""}`
+      : `No photos for ${what}`;
+  } else {
+    const filtered = FILTERS.some((key) => key !== "sort" && view.params.get(key));
+    $("summary").textContent = view.failed && !items.length ? "" : items.length
+      ? `${more ? "" : "All "}${n} photo${items.length === 1 ? "" : "s"}${filtered ? " matching the filters" : ""}${more ? " · scroll for more" : ""}`
+      : filtered ? "No photos match the filters" : "";
+    if (!items.length && !filtered && !view.failed && libraryEmpty) showStart();
+  }
   $("more").hidden = !more || (view.failed && !items.length);
   $("more").disabled = false;
   // Still near the bottom after a page (a tall window): the observer sees no change, so go on here.
   if (more && !view.failed && $("more").getBoundingClientRect().top < innerHeight + SCROLL_AHEAD) requestAnimationFrame(loadMore);
 }
+
+const dayName = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short" });
+const shortDate = (r) => (r.date ? dayName.format(new Date(r.date)) : "");
 
 function tile(r, open) {
   const li = document.createElement("li");
@@ -142,7 +223,8 @@ function tile(r, open) {
   caption.className = "caption";
   caption.innerHTML = `<span class="name"></span><span class="score" title="similarity score"></span>`;
   caption.firstChild.textContent = baseName(r.path);
-  caption.lastChild.textContent = score(r);
+  caption.lastChild.textContent = r.score == null ? shortDate(r) : score(r);
+  if (r.score == null) caption.lastChild.title = r.date_source === "file" ? "the file's date (no time taken)" : "taken";
   if (r.offline) {
     // Its library folder is missing (unplugged, or moved): the photo cannot be shown, only found.
     const badge = Object.assign(document.createElement("span"), { className: "badge", textContent: "offline" });
@@ -196,7 +278,8 @@ async function showPhoto() {
   $("v-prev").disabled = viewer.index === 0;
   $("v-next").disabled = viewer.index === viewer.list.length - 1;
   $("v-original").href = r.original_url;
-  $("v-details").replaceChildren(row("Match", score(r)));
+  $("v-less").disabled = view.kind !== "search"; // nothing to subtract from in a timeline
+  $("v-details").replaceChildren(...(r.score == null ? [] : [row("Match", score(r))]));
   $("v-similar").replaceChildren();
   // Focus on a button that just went away or got disabled: keep it in the view (keys keep working).
   if ($("viewer").open && (focused.disabled || !focused.isConnected)) $("viewer").focus();
@@ -274,6 +357,8 @@ function step(by) {
   showPhoto();
 }
 
+$("v-more").addEventListener("click", () => refine(viewer.list[viewer.index].id, true));
+$("v-less").addEventListener("click", () => refine(viewer.list[viewer.index].id, false));
 $("v-prev").addEventListener("click", () => step(-1));
 $("v-next").addEventListener("click", () => step(1));
 $("v-close").addEventListener("click", () => $("viewer").close());
@@ -312,6 +397,15 @@ async function pollStatus() {
     else if (daemon.running && !reindex) parts.push("watching");
     if (s.failed) parts.push(`${nf.format(s.failed)} failed`);
     $("status").textContent = parts.join(" · ");
+    loadFacets(s.indexed);
+    const empty = !s.roots?.length;
+    if (empty !== libraryEmpty) {
+      libraryEmpty = empty;
+      if (view.kind === "timeline" && !view.items.length && !view.loading) summarize();
+    }
+    if (!empty && !$("start").hidden) fromUrl(); // a folder was added: its photos arrive as they are indexed
+    else if (view.kind === "timeline" && !view.items.length && !view.loading && s.indexed > 0
+      && !FILTERS.some((key) => key !== "sort" && view.params.get(key))) fromUrl(); // the first photos are in
     const library = s.roots?.length ? `Library: ${s.roots.join(", ")}` : "No library folders yet";
     $("status").title = reindex
       ? `${library}\nReindexing with ${reindex.model}; search uses the current index until it completes`
@@ -328,12 +422,7 @@ async function pollStatus() {
 }
 
 // Photos of missing library folders are left out unless asked for: the same search again, with them.
-$("include-offline").addEventListener("change", () => {
-  if (view.kind) {
-    startView({ kind: view.kind, q: view.q, file: view.file });
-    loadMore();
-  }
-});
+$("include-offline").addEventListener("change", () => fromUrl());
 
 // ---- access token ------------------------------------------------------------------------------------
 function showTokenForm() {
@@ -387,17 +476,164 @@ addEventListener("keydown", (event) => {
   }
 });
 
-function fromUrl(push = false) {
-  const q = new URLSearchParams(location.search).get("q");
-  if (q) searchText(q, push);
-  else if (view.kind === "text") {
-    startView({ kind: null });
-    $("q").value = "";
-    $("summary").textContent = "";
-    $("more").hidden = true;
-    $("empty").hidden = false;
+function fromUrl() {
+  const params = stateParams();
+  $("q").value = params.get("q") || "";
+  for (const key of FILTERS) {
+    const input = $(`f-${key}`);
+    const value = params.get(key) || "";
+    if (input.tagName === "SELECT" && value && ![...input.options].some((o) => o.value === value)) {
+      input.append(new Option(value, value)); // a bookmarked value the facets do not list (yet)
+    }
+    input.value = value;
+  }
+  const query = params.has("q") || params.has("like") || params.has("upload");
+  if (!query && !params.get("sort")) $("f-sort").value = "newest"; // what a timeline shows without a query
+  $("f-sort").options[0].disabled = !query;
+  if (!params.has("upload")) $("example").hidden = true;
+  const what = describe(params);
+  document.title = what ? `${what} · photosearch` : "photosearch";
+  startView({ kind: query ? "search" : "timeline", params, file: params.has("upload") });
+  return loadMore();
+}
+
+// The filter bar: each change is a new URL (so the back button steps through them).
+$("filters").addEventListener("change", (event) => {
+  if (event.target.matches("input:invalid")) return;
+  const params = stateParams();
+  for (const key of FILTERS) {
+    // The order shown for a timeline without one chosen is its default, not a choice to keep for a search.
+    if (key === "sort" && event.target.id !== "f-sort" && !params.has("sort")) continue;
+    const value = $(`f-${key}`).value.trim();
+    if (value) params.set(key, value);
+    else params.delete(key);
+  }
+  go(params);
+});
+$("filters").addEventListener("submit", (event) => event.preventDefault());
+$("filters").addEventListener("reset", (event) => {
+  event.preventDefault();
+  const params = stateParams();
+  for (const key of FILTERS) params.delete(key);
+  go(params);
+});
+
+// The values present, with counts, for the filter bar's menus.
+let facetsTotal = -1;
+async function loadFacets(total) {
+  if (total === facetsTotal) return;
+  facetsTotal = total;
+  try {
+    const f = await api("/api/facets");
+    fillSelect("f-camera", f.cameras.map((c) => {
+      const name = c.model.toLowerCase().startsWith(c.make.toLowerCase()) ? c.model : `${c.make} ${c.model}`.trim();
+      return [`${c.make} ${c.model}`.trim(), `${name} (${nf.format(c.count)})`];
+    }));
+    const places = [
+      ...f.places.countries.map((p) => [p.country, `${p.country} (${nf.format(p.count)})`]),
+      ...f.places.cities.slice(0, 200).map((p) => [`${p.city}, ${p.country}`, `${p.city}, ${p.country} (${nf.format(p.count)})`]),
+    ];
+    fillSelect("f-place", places);
+    fillSelect("f-type", f.types.map((t) => [t.type, `${t.type.toUpperCase()} (${nf.format(t.count)})`]));
+  } catch (error) {
+    facetsTotal = -1;
   }
 }
+
+function fillSelect(id, options) {
+  const select = $(id);
+  const value = select.value;
+  select.replaceChildren(select.options[0], ...options.map(([v, label]) => new Option(label, v)));
+  if (value && ![...select.options].some((o) => o.value === value)) select.append(new Option(value, value));
+  select.value = value;
+}
+
+// ---- a first run, and the library's folders ----------------------------------------------------------
+let libraryEmpty = false; // no folders yet (pollStatus): the page shows how to start
+
+function showStart() {
+  $("start").hidden = false;
+  $("summary").textContent = "";
+}
+
+async function addFolder(input, errorBox) {
+  const path = input.value.trim();
+  if (!path) return;
+  try {
+    await api("/api/roots", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ path }) });
+    input.value = "";
+    errorBox.hidden = true;
+    await listFolders();
+    pollStatus();
+  } catch (error) {
+    errorBox.textContent = `Adding ${path} failed: ${error.message}`;
+    errorBox.hidden = false;
+  }
+}
+
+async function listFolders() {
+  const list = $("folders-list");
+  try {
+    const data = await api("/api/roots");
+    list.replaceChildren(...data.roots.map(folderRow));
+    if (!data.roots.length) list.innerHTML = `<li class="muted">No folders yet: add one below.</li>`;
+  } catch (error) {
+    $("folders-error").textContent = error.message;
+    $("folders-error").hidden = false;
+  }
+}
+
+function folderRow(root) {
+  const li = document.createElement("li");
+  const path = Object.assign(document.createElement("span"), { className: "path", textContent: root.path });
+  const count = Object.assign(document.createElement("span"), { className: "count" });
+  count.textContent = `${nf.format(root.photos)} photo${root.photos === 1 ? "" : "s"}${root.missing ? " · missing" : ""}`;
+  const move = Object.assign(document.createElement("button"), { type: "button", className: "quiet", textContent: "Move…" });
+  move.title = "Point this folder at where it is now (nothing is re-read)";
+  move.addEventListener("click", async () => {
+    const to = prompt(`Where is ${root.path} now?`, root.moved_to || root.path);
+    if (!to || to === root.path) return;
+    await folderChange(`/api/roots/${root.id}/move`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ path: to }) });
+  });
+  const remove = Object.assign(document.createElement("button"), { type: "button", className: "quiet", textContent: "Remove" });
+  remove.title = "Forget this folder and its photos (the files stay)";
+  remove.addEventListener("click", async () => {
+    if (confirm(`Forget ${root.path} and its ${root.photos} photos? The files stay where they are.`)) {
+      await folderChange(`/api/roots/${root.id}`, { method: "DELETE" });
+    }
+  });
+  li.append(path, count, move, remove);
+  return li;
+}
+
+async function folderChange(path, init) {
+  try {
+    await api(path, init);
+    $("folders-error").hidden = true;
+  } catch (error) {
+    $("folders-error").textContent = error.message;
+    $("folders-error").hidden = false;
+  }
+  await listFolders();
+  pollStatus();
+  fromUrl();
+}
+
+$("folders-open").addEventListener("click", () => {
+  $("folders-error").hidden = true;
+  listFolders();
+  $("folders").showModal();
+});
+$("folders-close").addEventListener("click", () => $("folders").close());
+$("folders-add").addEventListener("submit", (event) => {
+  event.preventDefault();
+  addFolder($("folders-path"), $("folders-error"));
+});
+$("start-add").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  await addFolder($("start-path"), $("error"));
+  fromUrl();
+});
 
 addEventListener("popstate", () => fromUrl());
 const start = new URL(location.href);
