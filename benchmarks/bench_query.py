@@ -288,7 +288,8 @@ def run(args: argparse.Namespace) -> None:
                 "build_vectors_s": build.get("vectors_s"), "build_catalog_s": build.get("catalog_s"),
                 "build_cached": bool(build.get("cached")),
             }  # fmt: skip
-            figures[name] |= filtered_queries.measure(config, vectors, of, texts, args.seed)
+            measured = texts[:5] if args.smoke else texts  # the smoke run: that it works, in seconds
+            figures[name] |= filtered_queries.measure(config, vectors, of, measured, args.seed)
     report(args, model, texts, queries, min_cosine, figures, bool(warm["torch_imported"]["yes"]))
 
 

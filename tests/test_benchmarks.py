@@ -44,7 +44,12 @@ def test_bench_query_smoke(tmp_path):
     assert 0.9 <= servers["recall@10"] <= 1.0
     assert "servers_added_p50_ms" in summary and summary["servers_ratio_p50"] > 0
     rows = [line for line in lines if line.startswith("| ") and "bench_query.py --smoke" in line]  # RESULTS.md rows
-    assert [row.split(" | ")[3] for row in rows] == ["embedded", "servers"]
+    # Two tables of RESULTS.md rows (the text query; the filters, date order, facets and timelines), a row each.
+    assert [row.split(" | ")[3] for row in rows] == ["embedded", "servers", "embedded", "servers"]
+    for name in ("embedded", "servers"):
+        figures = summary["backends"][name]
+        assert all(figures[f"filtered_{s}_recall@10"] >= 0.9 for s in ("100%", "10%", "1%", "0.1%")), figures
+        assert figures["facets_p50_ms"] > 0 and figures["browse_first_p50_ms"] > 0
 
 
 def test_bench_index_smoke(tmp_path):

@@ -92,10 +92,10 @@ def test_a_search_result_comes_back_from_its_json_form_as_a_server_sends_it():
 
 
 def test_the_cli_prints_the_json_keys_the_readme_lists(capsys):
-    from photosearch.cli import _print_results
+    from photosearch.cli_search import print_results
 
     result = SearchResult(rank=1, id=7, path=Path("/lib/a.jpg"), score=0.25, folder="", facts=SAMPLE)
-    _print_results([result], as_json=True)
+    print_results([result], as_json=True)
     printed = json.loads(capsys.readouterr().out)
     assert list(printed) == list(RESULT_KEYS) == readme_json_keys("search")
     assert printed == result.to_dict()  # every value as the result's JSON form has it
