@@ -39,6 +39,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _serve(cmd: list[str], env: dict[str, str], log_path: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    """`photosearch serve` started, once its API answers (within 60 s): the process and its URL."""
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status", timeout=2)
+            return proc, url
+        except OSError:
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the server did not answer within 60 s"
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def server(module_backend, tmp_path_factory, tiny_model_dir, exif_samples):
     """A library of made photos and one real camera photo with GPS, indexed, served by `photosearch serve`; on
@@ -59,19 +75,7 @@ def server(module_backend, tmp_path_factory, tiny_model_dir, exif_samples):
     port = _free_port()
     cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(config.data_dir), "--model", str(tiny_model_dir),
            "serve", "--port", str(port), "--no-watch"]  # fmt: skip
-    log_path = base / "serve.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "the server did not answer within 60 s"
-            time.sleep(0.2)
+    proc, url = _serve(cmd, env, base / "serve.log", port)
     yield url, root
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=20)
@@ -435,19 +439,9 @@ def test_a_first_run_shows_how_to_start_and_the_folders_can_be_managed(browser, 
     port = _free_port()
     cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(tmp_path / "data"), "--model", str(tiny_model_dir),
            "serve", "--port", str(port)]  # fmt: skip
-    with (tmp_path / "serve.log").open("w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc, url = _serve(cmd, env, tmp_path / "serve.log", port)
     try:
-        url = f"http://127.0.0.1:{port}"
         page = _page(browser, 1280, 820)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-                time.sleep(0.2)
         page.goto(url)
         page.wait_for_selector("#start:not([hidden])")
         page.screenshot(path=str(shots / "desktop-first-run.png"))

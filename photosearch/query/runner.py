@@ -32,7 +32,7 @@ from photosearch.query.result import SearchPage, SearchResult
 from photosearch.query.search import Searcher, folder_scope
 from photosearch.query.spec import Example, SearchRequest, Weighted
 from photosearch.query.warmup import load_side_by_side
-from photosearch.stores.catalog import Catalog, PhotoRecord
+from photosearch.stores.catalog import Catalog, PhotoRecord, RootInfo
 from photosearch.stores.catalog_hashes import PhotoScope
 from photosearch.stores.schema import PhotoStatus
 from photosearch.stores.vectors import VectorStore
@@ -69,7 +69,7 @@ class QueryRunner:
         scope = folder_scope(roots, request.filters.folder, request.filters)
         if request.texts and not self._w.text_loaded() and not self._w.store_opened():
             load_side_by_side(self._w.text_embedder, self._w.store)  # the first search of a process (warmup.py)
-        searcher = self._searcher(request.include_offline)
+        searcher = self._searcher(request.include_offline, roots)
         vector, exclude = self._vector(request, searcher)
         return Answerer(searcher, self._samples, self._w.default_k).answer(request, vector, scope, exclude)
 
@@ -133,9 +133,9 @@ class QueryRunner:
                 raise InvalidQueryError(f"no upload {reference!r} here (uploads are kept an hour): upload it again")
             return found[1]
 
-    def _searcher(self, include_offline: bool) -> Searcher:
+    def _searcher(self, include_offline: bool, roots: Sequence[RootInfo]) -> Searcher:
         catalog = self._w.catalog
-        offline = offline_roots(catalog, catalog.roots())  # their photos are left out unless include_offline
+        offline = offline_roots(catalog, roots)  # their photos are left out unless include_offline
         return Searcher(catalog, self._w.store(), self._w.text_embedder, offline, include_offline)
 
     def _vector(self, request: SearchRequest, searcher: Searcher) -> tuple[np.ndarray | None, frozenset[int]]:

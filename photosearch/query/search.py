@@ -65,13 +65,6 @@ class Searcher:
         self._offline = offline_roots
         self._hidden = frozenset() if include_offline else offline_roots
 
-    def by_text(self, query: str, k: int, scope: PhotoScope | None = None) -> list[SearchResult]:
-        if not query.strip():
-            raise InvalidQueryError("the search text is empty")
-        _check_k(k)
-        vector = self._embedder().embed_texts([query])[0]
-        return self.by_vector(vector, k, scope)
-
     def by_vector(
         self,
         vector: np.ndarray,

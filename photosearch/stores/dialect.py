@@ -43,16 +43,6 @@ class fold(GenericFunction[str]):
     inherit_cache = True
 
 
-@compiles(fold, "sqlite")
-def _fold_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
-    return f"casefold({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(fold)
-def _fold_other(element: Any, compiler: Any, **kw: Any) -> str:
-    return f"lower({compiler.process(element.clauses, **kw)})"
-
-
 class year_month(GenericFunction[str]):
     """A timestamp's "YYYY-MM": the text SQLite stores it as begins with it; PostgreSQL formats it."""
 
@@ -60,11 +50,17 @@ class year_month(GenericFunction[str]):
     inherit_cache = True
 
 
-@compiles(year_month, "sqlite")
-def _year_month_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
-    return f"substr({compiler.process(element.clauses, **kw)}, 1, 7)"
+def _spelled(function: type[GenericFunction[str]], on_sqlite: str, elsewhere: str) -> None:
+    """Compile ``function(x)`` as the template's SQL, ``{}`` standing for x: one form for SQLite, one for others."""
+
+    @compiles(function, "sqlite")
+    def _sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+        return on_sqlite.format(compiler.process(element.clauses, **kw))
+
+    @compiles(function)
+    def _other(element: Any, compiler: Any, **kw: Any) -> str:
+        return elsewhere.format(compiler.process(element.clauses, **kw))
 
 
-@compiles(year_month)
-def _year_month_other(element: Any, compiler: Any, **kw: Any) -> str:
-    return f"to_char({compiler.process(element.clauses, **kw)}, 'YYYY-MM')"
+_spelled(fold, "casefold({})", "lower({})")
+_spelled(year_month, "substr({}, 1, 7)", "to_char({}, 'YYYY-MM')")
