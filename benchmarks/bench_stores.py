@@ -45,7 +45,7 @@ from photosearch.indexing.planner import Scope  # noqa: E402
 from photosearch.library import Library  # noqa: E402
 from photosearch.models.embedder import ModelIdentity  # noqa: E402
 from photosearch.stores.catalog import FileState  # noqa: E402
-from photosearch.stores.index import Index, Location  # noqa: E402
+from photosearch.stores.index import Location  # noqa: E402
 
 DIM = 512
 PER_FOLDER = 1000
@@ -110,7 +110,7 @@ def rename_folders(lib: Path, old: str, new: str) -> dict[Path, Path]:
 
 def side_by_side(library: Library, n: int) -> dict[str, float]:
     """Index.move and Index.copy one photo per call against one call for all, on the same store."""
-    index = Index(library.catalog, library.store)
+    index = library.stores()
     records = sorted(library.catalog.records(sorted(library.catalog.ids_with_status("indexed"))[:n]).values(),
                      key=lambda r: r.id)  # fmt: skip
     here = [Location(r.path, r.root_id, r.folder, r.size, r.mtime_ns) for r in records]

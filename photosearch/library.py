@@ -154,7 +154,7 @@ class Library:
 
     def stores(self) -> Index:
         """The catalog and the active collection together: the one way to read and write both."""
-        return Index(self.catalog, self.store)
+        return Index(self.catalog, self.store, self._chroma)
 
     # -- roots and indexing ----------------------------------------------------------------------------
     def add_roots(self, paths: Sequence[Path]) -> list[RootInfo]:
@@ -212,6 +212,7 @@ class Library:
                 rebuilt = self._rebuild(progress, should_stop, start=False)  # a reindex under way is carried on first
                 report = self._indexer().run(roots, progress, should_stop=should_stop, settle=settle)
                 report.add_reindex(rebuilt)
+                self._tidy()  # a first run's collection, with the store still open: the next run needs no Chroma
         except WriterBusyError as busy:
             return hand_to_daemon(self.queue, roots, busy)  # raised again unless `watch` holds the lock
         self._after_run(roots, report)
@@ -252,13 +253,14 @@ class Library:
 
     def _tidy(self) -> None:
         """Writers only: drop collections nothing uses (rebuild.tidy), keeping an older index's vectors. On shared
-        stores only while no other worker reindexes (its new collection is in use)."""
-        active = generations.active(self.catalog)
-        if active is None:
+        stores only while no other worker reindexes (its new collection is in use). Nothing to drop (the common
+        case): neither Chroma started nor a turn taken."""
+        found = generations.in_use(self.catalog)
+        if found is None or not found[2]:
             return
-        with self._reindex_turn() as mine:
+        with self._reindex_turn() as mine:  # (tidy reads the record again: under the turn, it is the one that counts)
             if mine:
-                rebuild.tidy(self.catalog, self._chroma, active)
+                rebuild.tidy(self.catalog, self._chroma)
 
     def _reindex_turn(self) -> AbstractContextManager[bool]:
         """Whether this process may change the collections (tidy, reindex) in the block (shared.py's turn)."""

@@ -74,10 +74,19 @@ def test_broken_files_are_recorded_with_reasons_and_the_run_goes_on(tmp_path, ti
         assert reasons["loop.jpg"] == "symlink loop"
         assert reasons["up"].startswith("symlink loop")
         assert_stores_agree(library)
-        # failed files are retried, stay failed, and never get a vector
+    # Failed files are retried, stay failed, and never get a vector; their bytes failed before, so finding that
+    # out again loads no model (a library with one broken file would pay a model load on every run).
+    fresh = Counted()
+    with Library.open(config, embedder_factory=fresh) as library:
         again = library.index()
-        assert (again.failed, again.unchanged, again.embedded) == (7, 2, 0)
-        assert library.status().failed == 7
+        assert (again.failed, again.unchanged, again.embedded) == (7, 2, 0) and not fresh.loaded
+        assert library.status().failed == 7 and _reasons(library) == reasons
+        assert_stores_agree(library)
+    # The same bytes decodable now (a larger max_image_pixels): indexed.
+    with Library.open(make_config(tmp_path / "data", tiny_model_dir, max_image_pixels=200_000_000),
+                      embedder_factory=Counted()) as library:  # fmt: skip
+        again = library.index()
+        assert (again.failed, again.embedded) == (6, 1) and "bomb.png" not in _reasons(library)
         assert_stores_agree(library)
 
 

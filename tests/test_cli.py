@@ -39,6 +39,7 @@ def ps(tmp_path, tiny_model_dir, env):
         assert result.returncode == expect, (result.returncode, result.stdout, result.stderr)
         return result
 
+    run.model = tiny_model_dir
     return run
 
 
@@ -133,6 +134,33 @@ def test_uncached_hub_model_without_network_is_one_clear_line(ps, photos):
     assert len(lines) == 1, result.stderr
     assert "openai/clip-vit-base-patch32" in lines[0] and "local folder" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_an_index_run_with_nothing_to_do_needs_neither_the_model_nor_the_vector_store(ps, photos, tmp_path, env):
+    """Nothing to embed, and on the embedded stores nothing to ask Chroma: the counts agreed when the last run
+    ended and the vector store's write stamp has not moved since. A vector lost meanwhile moves it: noticed."""
+    ps("index", photos)
+
+    def index_imports() -> tuple[str, set[str]]:
+        # (not -X importtime: an index run sends fd 2 to its log file while it runs)
+        code = "import sys; from photosearch.cli import main; main(sys.argv[1:]); print(sorted(sys.modules))"
+        cmd = [sys.executable, "-c", code, "--data-dir", str(tmp_path / "data"), "--model", str(ps.model),
+               "index", str(photos)]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        out, modules = result.stdout.rsplit("\n", 2)[:2]
+        return out, {name.split(".")[0] for name in json.loads(modules.replace("'", '"'))}
+
+    for _ in range(2):
+        out, modules = index_imports()
+        assert out.startswith("0 new, 0 changed, 8 unchanged") and not {"torch", "transformers"} & modules
+        assert ("chromadb" in modules) == on_servers()  # a server is asked: other clients write to it unseen
+    with Library.open(make_config(tmp_path / "data", ps.model)) as library:
+        lost = library.catalog.get(min(library.catalog.ids_with_status("indexed")))
+        library.store().delete([lost.content_hash])
+    out, modules = index_imports()
+    assert "(1 embedded" in out and "chromadb" in modules
+    assert "chromadb" not in index_imports()[1] or on_servers()
 
 
 def test_help_is_instant_and_imports_nothing_heavy(env):

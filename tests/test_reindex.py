@@ -156,7 +156,7 @@ def test_an_index_written_with_a_vector_per_photo_keeps_its_vectors(setup):
     legacy = VectorStore.open(library.store().chroma, LEGACY_PREFIX + key, library.stored_model().to_dict())
     legacy.upsert([str(i) for i in ids], np.stack([vectors[i] for i in ids]))
     library.store().chroma.drop([library.store().name])
-    library.catalog.set_meta({"collection": None})  # what an index of that time recorded: the model only
+    library.catalog.set_meta({"collection": None, "tidied": None})  # what an index of that time recorded: the model
     calls = models.a.images
     report = library.index()
     assert models.a.images == calls and report.embedded == 0

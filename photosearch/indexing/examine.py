@@ -56,6 +56,14 @@ def examine(
         return Outcome(work, digest)  # touched, same bytes: keep the vector
     if reusable(digest):
         return Outcome(work, digest)  # a move or a duplicate: the model is not needed
+    if failed_before(work, digest):
+        # The bytes that failed last run: they most likely fail again, which must not cost every run of a library
+        # with one broken file a model load (nor, on shared stores, a trip through the queue). Decodable now (a
+        # decoder installed since, a larger max_pixels), it goes on.
+        try:
+            decode_photo(data, name=str(work.file.path), max_pixels=max_pixels, min_side=1)
+        except ImageError as exc:
+            return Outcome(work, digest, error=exc.reason)
     if not decode:
         return Outcome(work, digest, queued=True)
     model = embedder()
@@ -71,6 +79,11 @@ def examine(
         return Outcome(work, digest, error=exc.reason)
     pixels = model.prepare(photo.image, photo.size)
     return Outcome(work, digest, facts=photo.facts, pixels=pixels)
+
+
+def failed_before(work: Work, digest: str) -> bool:
+    state = work.state
+    return state is not None and state.status == PhotoStatus.FAILED and state.content_hash == digest
 
 
 def same_bytes_indexed(work: Work, digest: str | None) -> bool:

@@ -54,6 +54,7 @@ class Indexer:
         report.reconciled = self._index.reconcile_if_needed()
         with self._index.journal("running"):
             self._run(roots, report, progress, scope, should_stop, settle)
+        self._index.counts_agree()  # noted while the store is open, so the next run with nothing to do needs no Chroma
         report.seconds = time.monotonic() - started
         log.info("index run: %s", report.summary())
         if report.deferred:  # a copied folder defers thousands: a few examples, and only when debugging

@@ -75,6 +75,9 @@ class ChromaServer:
     def size_bytes(self) -> int | None:
         return None  # the server's disk is not ours to sum (nor, often, to see)
 
+    def written(self) -> int | None:
+        return None  # other clients write to it unseen: only asking the server tells
+
     # -- the operations ----------------------------------------------------------------------------------------
     def call(self, work: Callable[[ClientAPI], T], *, write: bool = False) -> T:
         """``work`` with the client, tried again while the server's fault is transient, then the typed error."""

@@ -37,6 +37,7 @@ from photosearch.stores import generations
 from photosearch.stores.catalog import Catalog
 from photosearch.stores.daemonrecord import ERROR_KEY, STARTED_KEY
 from photosearch.stores.dialect import backend, insert_for
+from photosearch.stores.index import AGREED_KEY
 from photosearch.stores.schema import Meta, OsText, Photo, QueueEntry, Root
 from photosearch.stores.vectors import HNSW, ChromaPlace, VectorStore, open_vectors
 
@@ -44,7 +45,8 @@ PAGE = 1000  # rows or vectors per read and write: one transaction or one upsert
 TABLES: tuple[Table, ...] = (Root.__table__, Photo.__table__, QueueEntry.__table__)  # type: ignore[assignment]
 CLEARED = {"claimed_by": None, "claimed_until": None}  # a claim is a source worker's, and means nothing there
 # The source's own daemon's record: about a process on the source's machine, not about the library.
-NOT_COPIED_META = frozenset({STARTED_KEY, ERROR_KEY})
+# The target's own: its daemon's record, its collections' tidying, its counts' agreement (its stores' stamps).
+NOT_COPIED_META = frozenset({STARTED_KEY, ERROR_KEY, generations.TIDIED_KEY, AGREED_KEY})
 
 
 class CopyProgress(Protocol):

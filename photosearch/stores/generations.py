@@ -20,6 +20,7 @@ from photosearch.stores.vectors import PREFIX
 MODEL_KEY = "model"  # the active index's ModelIdentity (its to_json)
 COLLECTION_KEY = "collection"  # the active collection's name; unset: PREFIX + the model's key
 REINDEX_KEY = "reindex"  # {"model": identity, "collection": name} while a reindex is under way
+TIDIED_KEY = "tidied"  # the collections the last complete tidy kept (rebuild.tidy); not copied to another store
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,27 @@ def switch(catalog: Catalog, new: Generation) -> None:
 
 def cancel(catalog: Catalog) -> None:
     catalog.set_meta({REINDEX_KEY: None})
+
+
+def in_use(catalog: Catalog) -> tuple[Generation, frozenset[str], bool] | None:
+    """The active generation, the collections in use (it and a reindex's under way), and whether a tidy may find
+    others: not when the last complete tidy kept these same ones. Every collection is created after the catalog
+    records it (record_active, start), and every one given up changes the record (switch, cancel), so while the
+    record stays as the last tidy left it there is nothing to drop. One catalog read."""
+    found = catalog.get_metas([MODEL_KEY, COLLECTION_KEY, REINDEX_KEY, TIDIED_KEY])
+    if MODEL_KEY not in found:
+        return None
+    model = ModelIdentity.from_json(found[MODEL_KEY])
+    active = Generation(model, found.get(COLLECTION_KEY) or PREFIX + model.key())
+    keep = {active.collection}
+    if REINDEX_KEY in found:
+        keep.add(str(json.loads(found[REINDEX_KEY])["collection"]))
+    return active, frozenset(keep), found.get(TIDIED_KEY) != _mark(keep)
+
+
+def record_tidied(catalog: Catalog, keep: frozenset[str]) -> None:
+    catalog.set_meta({TIDIED_KEY: _mark(keep)})
+
+
+def _mark(keep: set[str] | frozenset[str]) -> str:
+    return json.dumps(sorted(keep))

@@ -37,9 +37,10 @@ from photosearch.facts import PhotoFacts, fact_values
 from photosearch.stores.catalog import Catalog, FileState, RootInfo
 from photosearch.stores.catalog_hashes import PhotoScope
 from photosearch.stores.schema import PhotoStatus
-from photosearch.stores.vectors import VectorStore
+from photosearch.stores.vectors import ChromaPlace, VectorStore
 
 JOURNAL_KEY = "run_state"
+AGREED_KEY = "counts_agreed"  # "<the vector store's write stamp> <indexed hashes>" when the counts last agreed
 log = logging.getLogger(__name__)
 
 
@@ -80,17 +81,28 @@ class Index:
     """One library's catalog and vector collection. The collection is opened on first use (``vectors``):
     a run that only finds unchanged files never imports Chroma."""
 
-    def __init__(self, catalog: Catalog, vectors: Callable[[], VectorStore]) -> None:
+    def __init__(self, catalog: Catalog, vectors: Callable[[], VectorStore], place: ChromaPlace) -> None:
+        """``vectors``: the active collection, opened on first call; ``place``: where it is (its write stamp)."""
         self.catalog = catalog
         self._vectors = vectors
+        self._place = place
 
     # -- the run journal -------------------------------------------------------------------------------
     def journal(self, what: str) -> AbstractContextManager[None]:
         return journal(self.catalog, what)
 
     def counts_agree(self) -> bool:
-        """One vector per indexed content: cheap (two counts), and what a lost or orphan vector breaks."""
-        return self._vectors().count() == self.catalog.indexed_hash_count()
+        """One vector per indexed content: cheap (two counts), and what a lost or orphan vector breaks. Without
+        opening the vector store while neither it (its write stamp) nor the indexed hashes changed since the
+        counts last agreed: a run with nothing to do then needs no Chroma client."""
+        stamp = self._place.written()  # read first: a write after it changes the stamp, so it is checked again
+        seen = f"{stamp} {self.catalog.indexed_hash_count()}"
+        if stamp is not None and self.catalog.get_meta(AGREED_KEY) == seen:
+            return True
+        agree = self._vectors().count() == int(seen.split()[1])
+        if agree and stamp is not None:
+            self.catalog.set_meta({AGREED_KEY: seen})
+        return agree
 
     def reconcile_if_needed(self) -> bool:
         if self.catalog.get_meta(JOURNAL_KEY) is None and self.counts_agree():

@@ -88,16 +88,20 @@ def cancel(catalog: Catalog, chroma: ChromaPlace) -> Generation | None:
     return under_way
 
 
-def tidy(catalog: Catalog, chroma: ChromaPlace, active: Generation) -> None:
+def tidy(catalog: Catalog, chroma: ChromaPlace) -> None:
     """Drop the collections neither search nor a reindex uses (a cancelled reindex's, an older model's). Called
-    by writers only, under the writer lock: a reindex records its collection before it creates it."""
-    under_way = generations.target(catalog)
-    keep = {active.collection} | ({under_way.collection} if under_way else set())
+    by writers only, under the writer lock: a reindex records its collection before it creates it. Skipped
+    (without starting Chroma) while the catalog's record is what the last complete tidy left (generations.in_use)."""
+    found = generations.in_use(catalog)
+    if found is None or not found[2]:
+        return
+    active, keep, _ = found
     names = chroma.names()
     legacy = LEGACY_PREFIX + active.model.key()
     if legacy in names:
         _adopt_legacy(catalog, chroma, legacy, VectorStore.open(chroma, active.collection, active.model.to_dict()))
     chroma.drop([name for name in names if name not in keep])
+    generations.record_tidied(catalog, keep)
 
 
 def _adopt_legacy(catalog: Catalog, chroma: ChromaPlace, legacy: str, store: VectorStore) -> None:

@@ -93,6 +93,10 @@ class ChromaPlace(Protocol):
         """The vectors' size on disk; None where it cannot be known (a server's)."""
         ...
 
+    def written(self) -> int | None:
+        """A stamp that changes with every write, read without opening the store; None where there is none."""
+        ...
+
 
 def get_collection(client: ClientAPI, name: str, create: Mapping[str, str | int] | None) -> Collection:
     """The collection ``name``; with ``create`` (the model's identity) made with today's HNSW settings if missing.
@@ -200,6 +204,10 @@ class ChromaDir:
 
     def describe(self) -> str:
         return str(self.directory)
+
+    def written(self) -> int | None:
+        """The lock file's mtime: every writer touches it (``writing``), in this process or another."""
+        return self._generation()
 
     def names(self) -> list[str]:
         """The photosearch collections in this directory."""
