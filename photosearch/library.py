@@ -132,6 +132,13 @@ class Library:
         """The index's model, loaded once; refused if the index was built with another model."""
         return self.models.embedder()
 
+    def warm_vectors(self) -> int:
+        """Read the index's vectors into memory (as many as stores/vector_cache.py allows), so that filtered
+        queries search exactly and fast from then on: `serve` does, in the background. How many it holds."""
+        if generations.active(self.catalog) is None:
+            return 0  # nothing indexed yet: no collection to read (and no model to create one with)
+        return self.store().warm()
+
     def text_embedder(self) -> TextEmbedder:
         """What encodes text queries, loaded once (models/loaded.py)."""
         return self.models.text_embedder()

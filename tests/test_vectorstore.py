@@ -93,3 +93,62 @@ def test_vectors_read_back_deleted_and_paged(new_place):
     assert len(page["ids"]) == 7 and page["embeddings"] is not None and len(page["embeddings"][0]) == 8
     assert chroma.size_bytes() is None or chroma.size_bytes() > 0
     assert chroma.describe()
+
+
+def _exact_top(vectors: np.ndarray, keys: list[str], among: list[str], query: np.ndarray, k: int) -> list[str]:
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = {key: i for i, key in enumerate(keys)}
+    return sorted(among, key=lambda key: -float(unit[index[key]] @ query))[:k]
+
+
+def test_a_narrow_scope_is_searched_exactly_from_the_cache_and_a_wide_one_by_chroma(new_place):
+    """A scope with at most FETCH_LIMIT uncached keys is read into the cache and searched exactly; a larger one
+    goes to Chroma's filtered search until warm() has read the collection. Which one answered shows in a vector
+    rewritten behind the cache's back (which a content hash's vector never is): the cache keeps what it read."""
+    rng = np.random.default_rng(3)
+    n = vectorstore.FETCH_LIMIT + 500
+    vectors = rng.standard_normal((n, 8)).astype(np.float32)
+    keys = [f"h{i:05}" for i in range(n)]
+    VectorStore.open(new_place(), "vectors_d", INFO).upsert(keys, vectors)
+    query = rng.standard_normal(8).astype(np.float32)
+    query /= np.linalg.norm(query)
+    wide = keys[: vectorstore.FETCH_LIMIT + 300]
+    narrow = keys[::10]
+    moved = _exact_top(vectors, keys, narrow, query, 1)[0]
+    old = vectors[int(moved[1:])] / np.linalg.norm(vectors[int(moved[1:])])
+
+    store = VectorStore.open(new_place(), "vectors_d", INFO)
+    hits = store.query(query, 5, narrow)
+    assert [h.key for h in hits] == _exact_top(vectors, keys, narrow, query, 5) and hits[0].key == moved
+    assert hits[0].score == pytest.approx(float(old @ query), abs=1e-5)
+    VectorStore.open(new_place(), "vectors_d", INFO).upsert([moved], -query[None, :])  # another process
+    assert store.query(query, 1, narrow)[0].key == moved  # the cache answered
+    assert moved not in {h.key for h in store.query(query, 5, wide)}  # too many uncached: Chroma answered
+    assert moved not in {h.key for h in VectorStore.open(new_place(), "vectors_d", INFO).query(query, 5, narrow)}
+
+    warm = VectorStore.open(new_place(), "vectors_d", INFO)
+    vectors[int(moved[1:])] = -query
+    assert warm.warm(page=400) == n
+    hits = warm.query(query, 5, wide)
+    assert [h.key for h in hits] == _exact_top(vectors, keys, wide, query, 5)
+    assert np.allclose(warm.cached_vectors([moved])[moved], -query, atol=1e-6)
+
+
+def test_the_cache_keeps_what_fits_and_answers_only_for_what_it_holds():
+    from photosearch.stores.vector_cache import VectorCache
+
+    cache = VectorCache(max_bytes=4 * 8 * 100)  # 100 vectors of 8 floats
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((150, 8)).astype(np.float32)
+    keys = [f"k{i}" for i in range(150)]
+    cache.add(dict(zip(keys[:60], vectors[:60], strict=True)))
+    cache.add(dict(zip(keys[40:], vectors[40:], strict=True)))  # 40 more fit of the 90 new ones
+    assert len(cache) == 100 and cache.full()
+    rows = cache.rows_of(keys)
+    assert (rows[:100] >= 0).all() and (rows[100:] == -1).all()
+    query = vectors[7] / np.linalg.norm(vectors[7])
+    found = cache.nearest(query, 3, keys, rows)
+    assert [key for key, _ in found] == _exact_top(vectors, keys, keys[:100], query, 3) and found[0][0] == "k7"
+    assert found[0][1] == pytest.approx(1.0, abs=1e-6)
+    assert set(cache.get(["k1", "k120"])) == {"k1"}
+    assert cache.nearest(query, 3, ["k120"], cache.rows_of(["k120"])) == []

@@ -122,7 +122,7 @@ class Searcher:
         page = records[:k]
         stored: dict[str, np.ndarray] = {}
         if vector is not None:
-            stored = self._store.vectors(sorted({r.content_hash for r in page if r.content_hash}))
+            stored = self._store.cached_vectors(sorted({r.content_hash for r in page if r.content_hash}))
         results = []
         for rank, r in enumerate(page, 1):
             found = stored.get(r.content_hash or "")
@@ -132,7 +132,7 @@ class Searcher:
 
     def sample(self, n: int) -> np.ndarray:
         """Up to n of the library's vectors, at random (query/cutoff.py)."""
-        found = self._store.vectors(self._catalog.sample_hashes(n))
+        found = self._store.cached_vectors(self._catalog.sample_hashes(n))
         return np.stack(list(found.values())) if found else np.zeros((0, 0), dtype=np.float32)
 
     def count_in(self, scope: PhotoScope) -> int:
@@ -162,7 +162,7 @@ class Searcher:
     def stored_vector(self, record: PhotoRecord) -> np.ndarray | None:
         if record.content_hash is None:
             return None
-        return self._store.vectors([record.content_hash]).get(record.content_hash)
+        return self._store.cached_vectors([record.content_hash]).get(record.content_hash)
 
 
 def folder_scope(roots: Sequence[RootInfo], folder: Path | None, filters: Filters | None = None) -> PhotoScope:

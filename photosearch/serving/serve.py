@@ -76,9 +76,10 @@ def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
             if thread is not None:
                 thread.start()
             # Load the models now rather than on the first query, so a search never waits for them: the text
-            # encoder first (a fraction of a second), then the full model (for image queries and indexing).
-            for step in (library.text_embedder, library.embedder):
-                threading.Thread(target=_logged, args=(step,), name="warm-up", daemon=True).start()
+            # encoder first (a fraction of a second), then the full model (for image queries and indexing), then
+            # the vectors into memory (for exact filtered queries; ~5 s at 100,000 photos).
+            for steps in ((library.text_embedder,), (library.embedder, library.warm_vectors)):
+                threading.Thread(target=_logged, args=steps, name="warm-up", daemon=True).start()
             yield
             stop.set()
             if thread is not None:
@@ -98,9 +99,11 @@ def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
             server.run()
 
 
-def _logged(step: Any) -> None:
+def _logged(*steps: Any) -> None:
+    """Run the steps in order; one that fails is logged (the server goes on without it) and ends the run."""
     try:
-        step()
+        for step in steps:
+            step()
     except Exception:
         log.exception("background task failed")
 

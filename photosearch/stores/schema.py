@@ -128,8 +128,8 @@ class Photo(Base):
 
 
 # Led by status, as every search reads only indexed photos (migration 0005): a timeline page is one range of
-# the first; GET /api/facets groups each of the others without reading the table.
-Index("ix_photos_timeline", Photo.status, Photo.dated_at, Photo.id)
+# the first, which also covers a date filter's hashes; GET /api/facets groups each of the others from its index.
+Index("ix_photos_timeline", Photo.status, Photo.dated_at, Photo.id, Photo.content_hash)
 Index("ix_photos_camera", Photo.status, Photo.camera_make, Photo.camera_model)
 Index("ix_photos_place", Photo.status, Photo.place_country, Photo.place_region, Photo.place_city)
 Index("ix_photos_format", Photo.status, Photo.format, Photo.gps_lat)

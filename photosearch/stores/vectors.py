@@ -45,6 +45,7 @@ import numpy as np
 from photosearch.errors import VectorStoreError
 from photosearch.locking import store_lock
 from photosearch.stores.boundary import store_errors
+from photosearch.stores.vector_cache import VectorCache
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -58,6 +59,7 @@ PREFIX = "vectors_"  # collections keyed by content hash
 LEGACY_PREFIX = "photos_"  # collections keyed by photo id, written before content keys (stores/legacy.py)
 HNSW: CreateHNSWConfiguration = {"space": "cosine", "max_neighbors": 48, "ef_construction": 800, "ef_search": 768}
 MAX_BATCH = 5000  # under Chroma's max batch size for one add, update or delete (5461)
+FETCH_LIMIT = 1000  # the most uncached vectors a scoped query reads (~55 ms) rather than ask Chroma to filter
 
 T = TypeVar("T")
 
@@ -241,6 +243,7 @@ class VectorStore:
     def __init__(self, chroma: ChromaPlace, name: str) -> None:
         self.chroma = chroma
         self._name = name
+        self._cache = VectorCache()  # what queries read, for exact search over narrow scopes (vector_cache.py)
 
     @classmethod
     def open(cls, chroma: ChromaPlace, name: str, model_info: Mapping[str, str | int]) -> VectorStore:
@@ -331,9 +334,15 @@ class VectorStore:
         return self._run(lambda collection: collection.get(include=["embeddings"], limit=limit, offset=offset))
 
     def query(self, vector: np.ndarray, k: int, among: Sequence[str] | None = None) -> list[Hit]:
-        """The k nearest vectors, or the k nearest of the keys ``among`` (Chroma filters inside the search)."""
+        """The k nearest vectors, or the k nearest of the keys ``among``: exactly, over their cached vectors,
+        when at most FETCH_LIMIT of them are not cached yet (those are read first); else Chroma filters inside
+        its search (~100 ms at 100,000 vectors, however few the keys)."""
         if k <= 0 or (among is not None and not among):
             return []
+        if among is not None:
+            exact = self._exact(vector, k, among)
+            if exact is not None:
+                return exact
         ids = list(among) if among is not None else None
         result = self._run(lambda collection: collection.query(
             query_embeddings=vector.reshape(1, -1).astype(np.float32), n_results=k, include=["distances"], ids=ids,
@@ -341,3 +350,42 @@ class VectorStore:
         distances = result["distances"]
         assert distances is not None
         return [Hit(i, 1.0 - float(d)) for i, d in zip(result["ids"][0], distances[0], strict=True)]
+
+    def _exact(self, vector: np.ndarray, k: int, among: Sequence[str]) -> list[Hit] | None:
+        rows = self._cache.rows_of(among)
+        missing = [among[int(i)] for i in np.flatnonzero(rows < 0)]
+        if len(missing) > FETCH_LIMIT:
+            return None
+        if missing:
+            found = self.vectors(missing)
+            self._cache.add(found)
+            rows = self._cache.rows_of(among)
+            if any(among[int(i)] in found for i in np.flatnonzero(rows < 0)):
+                return None  # the cache is full: what did not fit is Chroma's to search
+        return [Hit(key, score) for key, score in self._cache.nearest(vector, k, among, rows)]
+
+    def cached_vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """vectors(), for queries: from the cache where it has them (normalised), the rest read and kept. Not for
+        checking what the collection holds (a vector deleted since stays cached): that is vectors()."""
+        found = self._cache.get(keys)
+        missing = [key for key in keys if key not in found]
+        if missing:
+            read = self.vectors(missing)
+            self._cache.add(read)
+            found.update(read)
+        return found
+
+    def warm(self, should_stop: Callable[[], bool] = lambda: False, page: int = 5000) -> int:
+        """Read the whole collection into the cache (as much as fits), a page at a time: `serve` does, in the
+        background, so that filtered queries are exact and fast from then on. How many vectors are cached."""
+        offset = 0
+        while not should_stop() and not self._cache.full():
+            got = self.page(offset, page)
+            embeddings = got["embeddings"] if got["embeddings"] is not None else []
+            self._cache.add(
+                {key: np.asarray(v, dtype=np.float32) for key, v in zip(got["ids"], embeddings, strict=True)}
+            )
+            if len(got["ids"]) < page:
+                break
+            offset += page
+        return len(self._cache)
