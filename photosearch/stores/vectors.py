@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.collection_configuration import CreateHNSWConfiguration
     from chromadb.api.models.Collection import Collection
-    from chromadb.api.types import GetResult
+    from chromadb.api.types import GetResult, QueryResult
 
     from photosearch.config import Config
 
@@ -59,6 +59,7 @@ PREFIX = "vectors_"  # collections keyed by content hash
 LEGACY_PREFIX = "photos_"  # collections keyed by photo id, written before content keys (stores/legacy.py)
 HNSW: CreateHNSWConfiguration = {"space": "cosine", "max_neighbors": 48, "ef_construction": 800, "ef_search": 768}
 MAX_BATCH = 5000  # under Chroma's max batch size for one add, update or delete (5461)
+UNKNOWN_ID = "Error finding id"  # Chroma's message for a search filtered to an id it does not hold
 FETCH_LIMIT = 1000  # the most uncached vectors a scoped query reads (~55 ms) rather than ask Chroma to filter
 
 T = TypeVar("T")
@@ -344,12 +345,22 @@ class VectorStore:
             if exact is not None:
                 return exact
         ids = list(among) if among is not None else None
-        result = self._run(lambda collection: collection.query(
-            query_embeddings=vector.reshape(1, -1).astype(np.float32), n_results=k, include=["distances"], ids=ids,
-        ))  # fmt: skip
+        try:
+            result = self._search(vector, k, ids)
+        except VectorStoreError as exc:
+            # Chroma refuses the whole search when one id has no vector (an indexed row whose vector was lost,
+            # until the next run reconciles): search among those that have one.
+            if ids is None or UNKNOWN_ID not in str(exc.__cause__):
+                raise
+            result = self._search(vector, k, sorted(self.vectors(ids)))
         distances = result["distances"]
         assert distances is not None
         return [Hit(i, 1.0 - float(d)) for i, d in zip(result["ids"][0], distances[0], strict=True)]
+
+    def _search(self, vector: np.ndarray, k: int, ids: list[str] | None) -> QueryResult:
+        return self._run(lambda collection: collection.query(
+            query_embeddings=vector.reshape(1, -1).astype(np.float32), n_results=k, include=["distances"], ids=ids,
+        ))  # fmt: skip
 
     def _exact(self, vector: np.ndarray, k: int, among: Sequence[str]) -> list[Hit] | None:
         rows = self._cache.rows_of(among)
