@@ -32,7 +32,10 @@ class Generation:
 
 
 def active(catalog: Catalog) -> Generation | None:
-    found = catalog.get_metas([MODEL_KEY, COLLECTION_KEY])  # one query: every search reads it
+    return _active_of(catalog.get_metas([MODEL_KEY, COLLECTION_KEY]))  # one query: every search reads it
+
+
+def _active_of(found: dict[str, str]) -> Generation | None:
     if MODEL_KEY not in found:
         return None
     model = ModelIdentity.from_json(found[MODEL_KEY])
@@ -50,7 +53,10 @@ def record_active(catalog: Catalog, model: ModelIdentity) -> Generation:
 
 
 def target(catalog: Catalog) -> Generation | None:
-    raw = catalog.get_meta(REINDEX_KEY)
+    return _target_of(catalog.get_meta(REINDEX_KEY))
+
+
+def _target_of(raw: str | None) -> Generation | None:
     if raw is None:
         return None
     data = json.loads(raw)
@@ -79,19 +85,16 @@ def in_use(catalog: Catalog) -> tuple[Generation, frozenset[str], bool] | None:
     records it (record_active, start), and every one given up changes the record (switch, cancel), so while the
     record stays as the last tidy left it there is nothing to drop. One catalog read."""
     found = catalog.get_metas([MODEL_KEY, COLLECTION_KEY, REINDEX_KEY, TIDIED_KEY])
-    if MODEL_KEY not in found:
+    active, under_way = _active_of(found), _target_of(found.get(REINDEX_KEY))
+    if active is None:
         return None
-    model = ModelIdentity.from_json(found[MODEL_KEY])
-    active = Generation(model, found.get(COLLECTION_KEY) or PREFIX + model.key())
-    keep = {active.collection}
-    if REINDEX_KEY in found:
-        keep.add(str(json.loads(found[REINDEX_KEY])["collection"]))
-    return active, frozenset(keep), found.get(TIDIED_KEY) != _mark(keep)
+    keep = frozenset({active.collection} | ({under_way.collection} if under_way else set()))
+    return active, keep, found.get(TIDIED_KEY) != _mark(keep)
 
 
 def record_tidied(catalog: Catalog, keep: frozenset[str]) -> None:
     catalog.set_meta({TIDIED_KEY: _mark(keep)})
 
 
-def _mark(keep: set[str] | frozenset[str]) -> str:
+def _mark(keep: frozenset[str]) -> str:
     return json.dumps(sorted(keep))

@@ -96,10 +96,11 @@ class Index:
         opening the vector store while neither it (its write stamp) nor the indexed hashes changed since the
         counts last agreed: a run with nothing to do then needs no Chroma client."""
         stamp = self._place.written()  # read first: a write after it changes the stamp, so it is checked again
-        seen = f"{stamp} {self.catalog.indexed_hash_count()}"
+        hashes = self.catalog.indexed_hash_count()
+        seen = f"{stamp} {hashes}"
         if stamp is not None and self.catalog.get_meta(AGREED_KEY) == seen:
             return True
-        agree = self._vectors().count() == int(seen.split()[1])
+        agree = self._vectors().count() == hashes
         if agree and stamp is not None:
             self.catalog.set_meta({AGREED_KEY: seen})
         return agree
