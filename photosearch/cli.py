@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from photosearch.cli_roots import roots as roots_command
-from photosearch.cli_search import filter_options, print_page, print_results, search_request
+from photosearch.cli_search import filter_options, filters_of, print_facets, print_page, print_results, search_request
 from photosearch.cli_status import show_status, show_stores_down
 from photosearch.cli_store import store as store_command
 from photosearch.pathtext import display
@@ -228,6 +228,19 @@ def similar(
     with _queries(ctx) as queries:
         results = queries.similar(photo, k=k, folder=folder, include_offline=include_offline)
     print_results(results, as_json)
+
+
+@cli.command()
+@filter_options
+@click.option("--json", "as_json", is_flag=True, help="The facets as one JSON object (GET /api/facets' form).")
+@_OFFLINE
+@click.pass_context
+def facets(ctx: click.Context, /, as_json: bool, include_offline: bool, **options: Any) -> None:
+    """What the library holds, with counts: years and months, cameras, places, types, with and without a position
+    (among the photos the filters keep): the values to filter a search by."""
+    with _queries(ctx) as queries:
+        found = queries.facets(filters_of(options), include_offline)
+    print_facets(found, as_json)
 
 
 @cli.command()

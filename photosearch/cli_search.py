@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from photosearch.query.result import SearchPage, SearchResult
 
 F = TypeVar("F", bound=Callable[..., Any])
+FACETS_SHOWN = 12  # values per line of `photosearch facets` (the most common first)
 
 _FILTERS = [
     click.option("--from", "date_from", metavar="DATE", help="From this date: 2019, 2019-06 or 2019-06-14."),
@@ -125,3 +126,28 @@ def _date(result: SearchResult) -> str:
     if result.date is None:
         return "(no date)          "
     return f"{result.date:%Y-%m-%d %H:%M}{'*' if result.date_source == 'file' else ' '}  "
+
+
+def print_facets(found: dict[str, Any], as_json: bool) -> None:
+    """The facets (query/facets.py' form): a line per kind, the most common values first (--json: all of it)."""
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    located = found["location"]["with"]
+    click.echo(f"{found['total']:,} photos, {located:,} with a location")
+    places = found["places"]
+    lines = {
+        "years": [(str(y["year"]), y["count"]) for y in found["years"]],
+        "months": [(m["month"], m["count"]) for m in found["months"]],
+        "cameras": [(" ".join(dict.fromkeys(p for p in (c["make"], c["model"]) if p)), c["count"])
+                    for c in found["cameras"]],
+        "countries": [(c["country"], c["count"]) for c in places["countries"]],
+        "regions": [(", ".join(p for p in (r["region"], r["country"]) if p), r["count"]) for r in places["regions"]],
+        "cities": [(", ".join(p for p in (c["city"], c["region"], c["country"]) if p), c["count"])
+                   for c in places["cities"]],
+        "types": [(t["type"], t["count"]) for t in found["types"]],
+    }  # fmt: skip
+    for name, values in lines.items():
+        shown = "  ".join(f"{value} ({count:,})" for value, count in values[:FACETS_SHOWN])
+        more = f"  ... {len(values) - FACETS_SHOWN:,} more (--json: all)" if len(values) > FACETS_SHOWN else ""
+        click.echo(f"{name + ':':<11}{shown or '-'}{more}")

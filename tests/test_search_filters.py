@@ -335,3 +335,18 @@ def test_the_cli_pages_a_timeline_by_the_cursor_it_prints(library, env):
     assert seen == sorted(expected, key=lambda name: (expected[name].date, expected[name].id), reverse=True)
     june = _run_cli(library, env, "search", "--from", "2019-06", "--to", "2019-06", "-k", "10").stdout.splitlines()
     assert next(line for line in june if line.endswith("undated.jpg")).split()[2].endswith("*")  # dated by its file
+
+
+def test_the_cli_prints_the_facets_the_library_counts(library, env):
+    whole = json.loads(_run_cli(library, env, "facets", "--json").stdout)
+    assert whole == json.loads(json.dumps(library.facets()))
+    apple = json.loads(_run_cli(library, env, "facets", "--camera", "apple", "--json").stdout)
+    assert apple == json.loads(json.dumps(library.facets(Filters(camera="apple"))))
+    assert apple["total"] == len(_all(library, camera="apple")) < whole["total"]
+    lines = _run_cli(library, env, "facets", "--from", "2019", "--to", "2019").stdout.splitlines()
+    in_2019 = _all(library, start=spec.period("2019", False), end=spec.period("2019", True))
+    located = sum(1 for r in in_2019.values() if r.facts.gps_lat is not None)
+    assert lines[0] == f"{len(in_2019)} photos, {located} with a location"
+    rows = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in lines[1:]}
+    assert rows["years"] == f"2019 ({len(in_2019)})"
+    assert "Japan (1)" in rows["countries"] and "Apple iPhone 8 (2)" in rows["cameras"]

@@ -100,6 +100,9 @@ def test_search_through_the_server_prints_every_key_the_readme_lists(served, env
     canon = next(hit for hit in hits if hit["path"].endswith("Canon_40D.jpg"))
     assert (canon["camera_make"], canon["camera_model"]) == ("Canon", "Canon EOS 40D")  # not just the key: the value
     assert canon["taken_at"].startswith("2008-05-30T15:56:01") and canon["offline"] is False
+    facets = json.loads(_run([*base, "facets", "--camera", "canon", "--json"], env).stdout)  # the server counts
+    assert facets["total"] == 1 and facets["cameras"] == [{"make": "Canon", "model": "Canon EOS 40D", "count": 1}]
+    assert facets["years"] == [{"year": 2008, "count": 1}]
 
 
 def test_serve_watches_and_stops_cleanly(served, env, tmp_path):

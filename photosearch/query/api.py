@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from photosearch.filters import Filters
 from photosearch.query.result import SearchPage, SearchResult
 from photosearch.query.spec import SearchRequest
 
@@ -41,4 +42,9 @@ class Queries(Protocol):
 
     def failures(self) -> list[tuple[Path, str]]:
         """The files that failed to index, with the reasons."""
+        ...
+
+    def facets(self, filters: Filters | None = None, include_offline: bool = False) -> dict[str, Any]:
+        """The cameras, years and months, places, types and positions among the photos the filters keep, with
+        counts (query/facets.py): what `photosearch facets` prints and GET /api/facets answers."""
         ...

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from photosearch.errors import InvalidQueryError, PhotoNotFoundError
+from photosearch.filters import Filters
 from photosearch.pathtext import to_text
 from photosearch.query.limits import MAX_K
 from photosearch.query.result import SearchPage, SearchResult
@@ -80,6 +81,14 @@ class RemoteLibrary:
 
     def failures(self) -> list[tuple[Path, str]]:
         return [(Path(f["path"]), f["reason"]) for f in self.client.get("/api/failures")["failures"]]
+
+    def facets(self, filters: Filters | None = None, include_offline: bool = False) -> dict[str, Any]:
+        filters = filters or Filters()
+        if filters.folder is not None:
+            filters = replace(filters, folder=_resolved(filters.folder))
+        request = SearchRequest(filters=filters, include_offline=include_offline)
+        reply: dict[str, Any] = self.client.get("/api/facets", **to_params(request))
+        return reply
 
     def _params(self, k: int | None, folder: Path | None, include_offline: bool) -> dict[str, Any]:
         """A query's parameters in their wire form: k always (None: the configured default), a folder resolved here
