@@ -27,6 +27,7 @@ from photosearch.query.spec import Example, SearchRequest, Weighted
 from photosearch.query.wire import from_params
 from photosearch.serving.httpapi import create_app
 from photosearch.serving.webguard import CSRF_HEADER
+from photosearch.stores.catalog_hashes import PhotoScope
 
 pytestmark = pytest.mark.usefixtures("module_backend")
 
@@ -350,3 +351,16 @@ def test_the_cli_prints_the_facets_the_library_counts(library, env):
     rows = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in lines[1:]}
     assert rows["years"] == f"2019 ({len(in_2019)})"
     assert "Japan (1)" in rows["countries"] and "Apple iPhone 8 (2)" in rows["cameras"]
+
+
+def test_the_scope_of_a_filter_is_counted_up_to_a_bound_and_its_hashes_are_distinct(library):
+    in_2019 = _all(library, start=spec.period("2019", False), end=spec.period("2019", True))
+    catalog = library.catalog  # its reads behind a filtered search (query/search.py)
+    period = PhotoScope(filters=spec.with_period(Filters(), "2019", "2019"))
+    assert catalog.count_in(period) == len(in_2019) >= 4
+    assert catalog.count_in(period, at_most=3) == 3 and catalog.count_in(period, at_most=99) == len(in_2019)
+    hashes = catalog.scope_hashes(period)
+    records = {r.id: r for r in _records(library)}
+    assert len(hashes) == len(set(hashes))
+    assert sorted(hashes) == sorted({records[r.id].content_hash for r in in_2019.values()})
+    assert catalog.scope_hashes(PhotoScope(filters=Filters(camera="no such camera"))) == []

@@ -154,5 +154,9 @@ def test_the_cache_keeps_what_fits_and_answers_only_for_what_it_holds():
     found = cache.nearest(query, 3, keys, rows)
     assert [key for key, _ in found] == _exact_top(vectors, keys, keys[:100], query, 3) and found[0][0] == "k7"
     assert found[0][1] == pytest.approx(1.0, abs=1e-6)
+    assert cache.rows_of(keys[99::-1]).tolist() == rows[99::-1].tolist()  # all cached: one lookup of them all
+    assert cache.rows_of(["k3"]).tolist() == [rows[3]] and cache.rows_of(["k120"]).tolist() == [-1]
+    shuffled = [keys[i] for i in rng.permutation(150)]  # nearest reads the rows in memory order, answers alike
+    assert cache.nearest(query, 3, shuffled, cache.rows_of(shuffled)) == found
     assert set(cache.get(["k1", "k120"])) == {"k1"}
     assert cache.nearest(query, 3, ["k120"], cache.rows_of(["k120"])) == []

@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from photosearch import matvec
 from photosearch.query import cutoff
 from photosearch.query.result import SearchPage, SearchResult
 from photosearch.query.search import MAX_K, Searcher
@@ -61,7 +62,7 @@ class Answerer:
         sorting by date, up to MAX_RELEVANT); and the cutoff's score."""
         fetch = max(want, FIRST_LOOK if rule == "auto" else want)
         noise = self._noise(vector) if rule == "auto" else None
-        n = self._searcher.count_in(scope) if noise is not None else 0
+        n = self._searcher.size_of(scope) if noise is not None else 0
         while True:
             hits = self._searcher.by_vector(vector, min(fetch, MAX_RELEVANT), scope, exclude, bound=MAX_RELEVANT)
             scores = [r.score for r in hits if r.score is not None]
@@ -80,7 +81,7 @@ class Answerer:
         sample = self._samples.get(searcher.collection, searcher.vector_count(), searcher.sample)
         if not len(sample):
             return cutoff.Noise(0.0, 1.0)
-        return cutoff.noise_of(sample @ vector)
+        return cutoff.noise_of(matvec.scores(sample, vector))
 
     def _timeline(self, request: SearchRequest, k: int, scope: PhotoScope, vector: np.ndarray | None) -> SearchPage:
         newest = request.order != "oldest"
