@@ -25,7 +25,8 @@ by side. The vectors' build time is printed for each (a cached build: as recorde
 
 Measured: warm end-to-end `Library.search` latency (p50/p95, and its parts: text encoding, Chroma query,
 catalog join); recall@10 of Chroma's HNSW against exact (numpy) search; the wall time of `photosearch search`
-in a new process (the real console script, median of --cold-runs; the page cache is warm, the process is not).
+in a new process (the real console script, median of --cold-runs; the page cache is warm, the process is not);
+a freshly started `photosearch serve`: when its page answers, and its first search then (serve_start.py).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from typing import Any
 
 import filtered_queries
 import numpy as np
+import serve_start
 from machine import cpu_model, save_random_clip  # benchmarks/machine.py, beside this script
 from query_index import build_on_servers, index_key, make_vectors, prepare_embedded, prepare_servers, sqlite_statistics
 
@@ -290,6 +292,7 @@ def run(args: argparse.Namespace) -> None:
             }  # fmt: skip
             measured = texts[:5] if args.smoke else texts  # the smoke run: that it works, in seconds
             figures[name] |= filtered_queries.measure(config, vectors, of, measured, args.seed)
+            figures[name] |= serve_start.measure(config, texts, args.cold_runs)
     report(args, model, texts, queries, min_cosine, figures, bool(warm["torch_imported"]["yes"]))
 
 
@@ -346,6 +349,13 @@ def report(args: argparse.Namespace, model: Path, texts: list[str], queries: np.
                 f"({f['facets_scan_p50_ms']:.1f} ms) | {f['browse_first_p50_ms']:.1f} ms "
                 f"({f['browse_deep_p50_ms']:.1f} ms)")  # fmt: skip
         print(f"| {datetime.now():%Y-%m-%d} | {machine} | {args.n:,} | {name} | {shares} | {rest} "
+              f"| `{command.strip()}` |")  # fmt: skip
+    print("\n| date | machine | N | backend | `serve`: its page answers after | its first search then | the second "
+          "| command |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, f in figures.items():
+        print(f"| {datetime.now():%Y-%m-%d} | {machine} | {args.n:,} | {name} | {f['serve_page_s']:.2f} s "
+              f"| {f['serve_first_query_s']:.3f} s | {f['serve_second_query_s']:.3f} s "
               f"| `{command.strip()}` |")  # fmt: skip
     if len(figures) == 2:
         print(f"\nservers add {result['servers_added_p50_ms']:+.2f} ms p50 ({result['servers_ratio_p50']:.2f}x), "

@@ -139,6 +139,12 @@ class Library:
             return 0  # nothing indexed yet: no collection to read (and no model to create one with)
         return self.store().warm()
 
+    def warm_search(self) -> None:
+        """Load what a text search needs and answer one (`serve` does before its page answers): its first user's
+        search then takes as long as any other. Nothing to load before anything is indexed."""
+        if generations.active(self.catalog) is not None:
+            self.queries.warm()
+
     def text_embedder(self) -> TextEmbedder:
         """What encodes text queries, loaded once (models/loaded.py)."""
         return self.models.text_embedder()

@@ -44,12 +44,14 @@ def test_bench_query_smoke(tmp_path):
     assert 0.9 <= servers["recall@10"] <= 1.0
     assert "servers_added_p50_ms" in summary and summary["servers_ratio_p50"] > 0
     rows = [line for line in lines if line.startswith("| ") and "bench_query.py --smoke" in line]  # RESULTS.md rows
-    # Two tables of RESULTS.md rows (the text query; the filters, date order, facets and timelines), a row each.
-    assert [row.split(" | ")[3] for row in rows] == ["embedded", "servers", "embedded", "servers"]
+    # Three tables of RESULTS.md rows (the text query; the filters, date order, facets and timelines; a fresh
+    # `serve`), a row each.
+    assert [row.split(" | ")[3] for row in rows] == ["embedded", "servers"] * 3
     for name in ("embedded", "servers"):
         figures = summary["backends"][name]
         assert all(figures[f"filtered_{s}_recall@10"] >= 0.9 for s in ("100%", "10%", "1%", "0.1%")), figures
         assert figures["facets_p50_ms"] > 0 and figures["browse_first_p50_ms"] > 0
+        assert figures["serve_page_s"] > 0 and figures["serve_first_query_s"] > 0 < figures["serve_second_query_s"]
 
 
 def test_bench_index_smoke(tmp_path):

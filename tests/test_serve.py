@@ -53,6 +53,8 @@ def served(tmp_path, tiny_model_dir, env):
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()
             assert time.monotonic() < deadline
             time.sleep(0.2)
+    # The page answers once a search is ready: the text encoder and the vector store are loaded, one answered.
+    assert "ready to search" in (tmp_path / "serve.log").read_text()
     yield base, root, proc, port
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

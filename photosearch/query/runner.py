@@ -73,6 +73,11 @@ class QueryRunner:
         vector, exclude = self._vector(request, searcher)
         return Answerer(searcher, self._samples, self._w.default_k).answer(request, vector, scope, exclude)
 
+    def warm(self) -> None:
+        """Answer one query as the page asks it (cutoff auto), so that the next one finds the text encoder and
+        the vector store loaded, Chroma's HNSW index read and the cutoff's sample drawn."""
+        self.query(SearchRequest(texts=(Weighted("a photo"),), cutoff="auto", k=1))
+
     def facets(self, filters: Filters, include_offline: bool = False) -> dict[str, Any]:
         """The values present among the photos the filters keep, with counts (query/facets.py). The whole
         library's are kept until the catalog's facts change (Catalog.facts_stamp: a few index lookups), as the

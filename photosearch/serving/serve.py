@@ -7,12 +7,14 @@ server listens, so `search`, `similar` and `status` can ask it instead of loadin
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -23,6 +25,7 @@ from photosearch.library import Library
 from photosearch.serving.client import DISCOVERY
 
 log = logging.getLogger(__name__)
+READY_WAIT = 30.0  # seconds the page waits for the search path to load (a store server that does not answer)
 
 
 def is_loopback(host: str) -> bool:
@@ -75,11 +78,10 @@ def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
         async def lifespan(_app: Any) -> Any:
             if thread is not None:
                 thread.start()
-            # Load the models now rather than on the first query, so a search never waits for them: the text
-            # encoder first (a fraction of a second), then the full model (for image queries and indexing), then
-            # the vectors into memory (for exact filtered queries; ~5 s at 100,000 photos).
-            for steps in ((library.text_embedder,), (library.embedder, library.warm_vectors)):
-                threading.Thread(target=_logged, args=steps, name="warm-up", daemon=True).start()
+            searchable = threading.Event()
+            threading.Thread(target=_warm_up, args=(library, searchable), name="warm-up", daemon=True).start()
+            # uvicorn listens once this returns: the page answers when a search is ready too (up to READY_WAIT).
+            await asyncio.to_thread(searchable.wait, READY_WAIT)
             yield
             stop.set()
             if thread is not None:
@@ -97,6 +99,18 @@ def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
         with _discovery_file(config, host, port):
             log.info("serving on http://%s:%d (watching: %s)", host, port, watch)
             server.run()
+
+
+def _warm_up(library: Library, searchable: threading.Event) -> None:
+    """Load the models now rather than on the first query, so that a search never waits for them. What a text
+    search needs first (~1.5 s at 100,000 photos), alone: importing torch beside it, which holds the GIL for
+    seconds, made the first search take 2.5 s. Then the full model (image queries, indexing) and the vectors into
+    memory (exact filtered queries; ~7 s at 100,000 photos)."""
+    started = time.monotonic()
+    _logged(library.warm_search)
+    log.info("ready to search (%.1f s)", time.monotonic() - started)
+    searchable.set()
+    _logged(library.embedder, library.warm_vectors)
 
 
 def _logged(*steps: Any) -> None:
