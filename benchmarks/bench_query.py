@@ -187,13 +187,8 @@ print(json.dumps({"wall": wall, "rss_kb": resource.getrusage(resource.RUSAGE_CHI
 def cold_search(config: Any, text: str, runs: int) -> tuple[float, float]:
     """Median wall seconds and peak RSS (MB) of `photosearch search` in a new process each run. The servers are
     named the way a user would: PHOTOSEARCH_STORE_* in the environment."""
-    exe = Path(sys.executable).with_name("photosearch")
-    cmd = [str(exe), "--data-dir", str(config.data_dir), "--model", config.model.name, "search", text, "-k", "10"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
-    for key in ("catalog", "vectors", "database"):
-        value = getattr(config.store, key)
-        if value is not None and (key != "database" or config.store.vectors is not None):
-            env[f"PHOTOSEARCH_STORE_{key.upper()}"] = str(value)
+    base, env = serve_start.cli(config)
+    cmd = [*base, "search", text, "-k", "10"]
     walls, peaks = [], []
     for _ in range(runs):
         out = subprocess.run([sys.executable, "-c", RUNNER, *cmd], capture_output=True, text=True, check=True,

@@ -53,7 +53,9 @@ def _once(cmd: list[str], env: dict[str, str], texts: list[str]) -> tuple[float,
         proc.wait(timeout=60)
 
 
-def measure(config: Any, texts: list[str], runs: int) -> dict[str, float]:
+def cli(config: Any) -> tuple[list[str], dict[str, str]]:
+    """The console script with this library's data directory and model, and an environment that names its
+    store servers the way a user would (PHOTOSEARCH_STORE_*), none of the shell's other PHOTOSEARCH_*."""
     exe = Path(sys.executable).with_name("photosearch")
     cmd = [str(exe), "--data-dir", str(config.data_dir), "--model", config.model.name]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
@@ -61,5 +63,10 @@ def measure(config: Any, texts: list[str], runs: int) -> dict[str, float]:
         value = getattr(config.store, key)
         if value is not None and (key != "database" or config.store.vectors is not None):
             env[f"PHOTOSEARCH_STORE_{key.upper()}"] = str(value)
+    return cmd, env
+
+
+def measure(config: Any, texts: list[str], runs: int) -> dict[str, float]:
+    cmd, env = cli(config)
     page, first, second = np.median([_once(cmd, env, texts) for _ in range(runs)], axis=0)
     return {"serve_page_s": float(page), "serve_first_query_s": float(first), "serve_second_query_s": float(second)}

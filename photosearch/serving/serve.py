@@ -107,19 +107,22 @@ def _warm_up(library: Library, searchable: threading.Event) -> None:
     seconds, made the first search take 2.5 s. Then the full model (image queries, indexing) and the vectors into
     memory (exact filtered queries; ~7 s at 100,000 photos)."""
     started = time.monotonic()
-    _logged(library.warm_search)
-    log.info("ready to search (%.1f s)", time.monotonic() - started)
-    searchable.set()
+    if _logged(library.warm_search):
+        log.info("ready to search (%.1f s)", time.monotonic() - started)
+    searchable.set()  # a failed warm-up is logged: the page answers anyway, and says what is wrong
     _logged(library.embedder, library.warm_vectors)
 
 
-def _logged(*steps: Any) -> None:
-    """Run the steps in order; one that fails is logged (the server goes on without it) and ends the run."""
+def _logged(*steps: Any) -> bool:
+    """Run the steps in order; one that fails is logged (the server goes on without it) and ends the run.
+    Whether they all ran."""
     try:
         for step in steps:
             step()
     except Exception:
         log.exception("background task failed")
+        return False
+    return True
 
 
 def _run_daemon(daemon: Any) -> None:
