@@ -149,11 +149,17 @@ def claimer(spec: dict[str, Any]) -> None:
     while batch := claims.claim([spec["root_id"]], spec["batch"]):
         held.extend(c.state.id for c in batch)
     claimed = time.perf_counter()
+    # The rows stay pending (nothing indexes them): given back while another claimer still claims, they would be
+    # free to it again. So every claimer gives back only once all have stopped claiming.
+    Path(spec["claimed"]).touch()
+    while not all(Path(other).exists() for other in spec["all_claimed"]):
+        time.sleep(0.002)
+    unclaiming = time.perf_counter()
     claims.unclaim(held)
     done = time.perf_counter()
     wall_end = time.time()
     catalog.close()
-    print("CHILD " + json.dumps({"ids": held, "claim_s": claimed - started, "unclaim_s": done - claimed,
+    print("CHILD " + json.dumps({"ids": held, "claim_s": claimed - started, "unclaim_s": done - unclaiming,
                                  "start": wall_start, "end": wall_end}))  # fmt: skip
 
 
@@ -161,8 +167,10 @@ def claim_costs(count: int, rows: int, servers: Any, scratch: Path, batch: int =
     url = servers.store(f"claims_{count}")["catalog"]
     root_id = pending_rows(url, scratch / f"claims-{count}" / "photos", rows)
     go = scratch / f"claims-go-{count}"
+    claimed = [str(scratch / f"claims-claimed-{count}-{i}") for i in range(count)]
     specs = [{"url": url, "root_id": root_id, "batch": batch, "data_dir": str(scratch / f"claims-{count}"),
-              "ready": str(scratch / f"claims-ready-{count}-{i}"), "go": str(go)} for i in range(count)]  # fmt: skip
+              "ready": str(scratch / f"claims-ready-{count}-{i}"), "go": str(go), "claimed": claimed[i],
+              "all_claimed": claimed} for i in range(count)]  # fmt: skip
     procs = [subprocess.Popen(child_command("--claimer", spec), stdout=subprocess.PIPE, text=True) for spec in specs]
     while not all(Path(s["ready"]).exists() for s in specs):
         if any(p.poll() is not None for p in procs):
