@@ -103,6 +103,7 @@ class StoreConfig(_Section):
     headers: dict[str, str] = {}  # sent with every request to the Chroma server (a proxy's token)
     worker: str | None = None  # this indexer's name in the shared work queue; None: host name and process id
     lease: float = Field(default=300.0, ge=5, le=86_400)  # seconds a claim lasts unless renewed
+    retry_for: float = Field(default=30.0, ge=0, le=86_400)  # seconds a run goes back to a server that stopped
     # A library folder as the catalog knows it -> where this machine mounts it (the same share at other mount
     # points on other machines); each side an absolute path.
     paths: dict[str, str] = {}

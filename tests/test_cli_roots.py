@@ -7,14 +7,13 @@ import json
 import os
 import pty
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 from helpers import Counted, assert_stores_agree, make_config, make_two_roots, stores_env
+from serveproc import free_port, start_serve
 
 from photosearch.library import Library
 
@@ -133,24 +132,12 @@ def _on_a_terminal(ps, args, answer, expect):
     return result.stdout + result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_roots_commands_go_through_a_running_server(ps, folders, tmp_path, tiny_model_dir, env):
     """`serve` runs the daemon, which holds the writer lock for good: the commands ask the server instead."""
     a, b = folders
     ps("index", "--no-progress", a, b)
-    port = _free_port()
-    with (tmp_path / "serve.log").open("w") as log:
-        server = subprocess.Popen([*ps.base, "serve", "--port", str(port)], env=env, stdout=log, stderr=log)
+    server = start_serve([*ps.base, "serve"], env, tmp_path / "serve.log", free_port())
     try:
-        deadline = time.monotonic() + 60
-        while not _answers(port):
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.2)
         assert [r["photos"] for r in _json_lines(ps("roots", "--json"))] == [3, 5]
         b2 = b.with_name("B2")
         b.rename(b2)
@@ -164,14 +151,6 @@ def test_roots_commands_go_through_a_running_server(ps, folders, tmp_path, tiny_
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=20)
     assert _vectors(tmp_path, tiny_model_dir) == 5
-
-
-def _answers(port: int) -> bool:
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2)
-    except OSError:
-        return False
-    return True
 
 
 def test_a_running_watch_daemon_is_named_in_one_line(ps, folders, tmp_path, tiny_model_dir, env, backend):

@@ -19,7 +19,6 @@ from fastapi.testclient import TestClient
 from helpers import HashEmbedder, make_photo
 from shared_workers import SlowHashEmbedder, shared_config, worker_command
 
-from photosearch.indexing.shared import RECOVERY_DELAYS
 from photosearch.library import Library
 from photosearch.serving.httpapi import create_app
 from photosearch.stores.schema import PhotoStatus
@@ -137,19 +136,27 @@ def test_the_chroma_server_killed_and_restarted_mid_run(tmp_path, library_folder
 def test_a_server_gone_for_good_stops_the_run_in_one_line_and_the_next_run_finishes(
     tmp_path, library_folder, postgres_url, own_chroma_server
 ):
-    store = {"catalog": postgres_url, "vectors": own_chroma_server.url}
+    """store.retry_for bounds the whole: the run goes back to the server 1, 2, 4... s apart (each try retrying its
+    requests briefly), stops once retry_for has passed, and the next run finishes."""
+    store = {"catalog": postgres_url, "vectors": own_chroma_server.url, "retry_for": 20}
     worker = _start(tmp_path, "w", store, library_folder, delay=0.05)
     _wait_embedded(tmp_path, "w", worker, 200)
+    killed = time.monotonic()
     own_chroma_server.stop(kill=True)
-    _, _ = worker.communicate(timeout=DEADLINE)  # gives up after its retries (about half a minute)
-    errors = [line for line in (tmp_path / "w.log").read_text().splitlines() if line.startswith("photosearch:")]
+    _, _ = worker.communicate(timeout=DEADLINE)
+    gave_up_after = time.monotonic() - killed
+    log = (tmp_path / "w.log").read_text()
+    errors = [line for line in log.splitlines() if line.startswith("photosearch:")]
     assert worker.returncode == 69 and len(errors) == 1, errors
-    assert own_chroma_server.url in errors[0] and "Traceback" not in (tmp_path / "w.log").read_text()
+    assert own_chroma_server.url in errors[0] and "Traceback" not in log
+    retries = [line for line in log.splitlines() if "photosearch.indexing.shared:" in line and "trying again" in line]
+    assert retries and retries[0].endswith("trying again in 1 s"), log  # each try ~10 s; 2, 4... s after
+    assert gave_up_after >= 20
     own_chroma_server.start()
     report = _finish(_start(tmp_path, "again", store, library_folder, delay=0), tmp_path, "again")
     assert report["reconciled"] is True  # the stopped run's lease expired at once: the stores were swept
-    # Each retry embeds its claimed batch (16) again before the write fails: 6 tries, and the next run's batch.
-    assert 0 <= _embedded_twice(tmp_path, "w", "again") <= 16 * (len(RECOVERY_DELAYS) + 2)
+    # Each try embeds its claimed batch (16) again before the write fails; and the next run's batch.
+    assert 0 <= _embedded_twice(tmp_path, "w", "again") <= 16 * (len(retries) + 2)
     _check_library(tmp_path, store)
 
 

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from helpers import Counted, make_config, make_photo, stores_env
+from serveproc import free_port, start_serve
 
 from photosearch.library import Library
 
@@ -31,28 +28,6 @@ CHROMIUM_ARGS = [
 PHOTOS = 33  # one more page than the page's first (30), plus the GPS sample below
 GPS_PHOTO = "DSCN0010.jpg"  # NIKON COOLPIX P6000, 43.46745 N 11.88513 E
 TIMEOUT_MS = 60_000  # the first search loads the model: slow on a loaded 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve(cmd: list[str], env: dict[str, str], log_path: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
-    """`photosearch serve` started, once its API answers (within 60 s): the process and its URL."""
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status", timeout=2)
-            return proc, url
-        except OSError:
-            assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "the server did not answer within 60 s"
-            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +47,10 @@ def server(module_backend, tmp_path_factory, tiny_model_dir, exif_samples):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")} | stores_env()
     env |= {"XDG_CONFIG_HOME": str(base / "xdg"), "HF_HOME": str(base / "hf")}
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(config.data_dir), "--model", str(tiny_model_dir),
-           "serve", "--port", str(port), "--no-watch"]  # fmt: skip
-    proc, url = _serve(cmd, env, base / "serve.log", port)
+           "serve", "--no-watch"]  # fmt: skip
+    proc, url = start_serve(cmd, env, base / "serve.log", port), f"http://127.0.0.1:{port}"
     yield url, root
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=20)
@@ -436,10 +411,10 @@ def test_a_first_run_shows_how_to_start_and_the_folders_can_be_managed(browser, 
     # A library of its own in its data directory (not the module's, whichever stores that one is on): empty.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
     env |= {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HF_HOME": str(tmp_path / "hf")}
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(tmp_path / "data"), "--model", str(tiny_model_dir),
-           "serve", "--port", str(port)]  # fmt: skip
-    proc, url = _serve(cmd, env, tmp_path / "serve.log", port)
+           "serve"]  # fmt: skip
+    proc, url = start_serve(cmd, env, tmp_path / "serve.log", port), f"http://127.0.0.1:{port}"
     try:
         page = _page(browser, 1280, 820)
         page.goto(url)

@@ -40,7 +40,7 @@ from photosearch.stores.index import Index
 
 log = logging.getLogger(__name__)
 WAIT = 0.5  # seconds between looks at the queue while other workers hold what is left
-RECOVERY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)  # seconds before each retry of a step after a transient server fault
+FIRST_RETRY_DELAY = 1.0  # seconds before the first retry of a step after a transient server fault; doubling
 T = TypeVar("T")
 
 
@@ -132,21 +132,26 @@ class _Session:
         return "done" if not unscanned and not claims.pending(list(self.roots)) else "idle"
 
     def recovering(self, step: Callable[[], T]) -> T:
-        """Run one step again after a transient server fault (a restart, a dropped connection), waiting longer
-        each time, for about half a minute; then the fault stops the run, with its one-line message. Every step
-        can be run again: what it wrote is in the stores' safe order, its own claims it claims again."""
-        for delay in (*RECOVERY_DELAYS, None):
+        """Run one step again after a transient server fault (a restart, a dropped connection), waiting 1, 2,
+        4... s between tries, until store.retry_for has passed since its first fault; then the fault stops the run, with its one-line
+        message. The stores retry each request briefly themselves: this outer loop bounds the whole, so a server
+        gone for good stops the run soon after retry_for (the two layers' waits do not multiply). Every step can
+        be run again: what it wrote is in the stores' safe order, its own claims it claims again."""
+        give_up_at, delay = None, FIRST_RETRY_DELAY
+        while True:
             try:
                 return step()
             except (CatalogUnavailableError, VectorStoreUnavailableError) as exc:
-                if delay is None or not exc.transient:
+                give_up_at = give_up_at or time.monotonic() + self.owner._config.store.retry_for  # from the fault
+                left = give_up_at - time.monotonic()
+                if left <= 0 or not exc.transient:
                     raise
-                log.warning("%s; trying again in %.0f s", exc, delay)
-                deadline = time.monotonic() + delay
+                wait, delay = min(delay, left), delay * 2
+                log.warning("%s; trying again in %.0f s", exc, wait)
+                deadline = time.monotonic() + wait
                 while time.monotonic() < deadline:
                     self._stop_if_asked()
-                    time.sleep(min(0.2, delay))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+                    time.sleep(min(0.2, wait))
 
     def _stop_if_asked(self) -> None:
         if self.should_stop():
