@@ -35,10 +35,14 @@ def lib(tmp_path):
     return root
 
 
+_MODELS = Counted()  # the tiny model loaded once for the module's own indexing
+
+
 def _start(tmp_path, tiny_model_dir, env, lib, observer="auto") -> Daemon:
-    daemon = Daemon(tmp_path / "data", tiny_model_dir, {**env, "PHOTOSEARCH_WATCH_OBSERVER": observer})
-    subprocess.run(daemon.cli("index", "--no-progress", str(lib)), env=daemon.env, check=True, capture_output=True)
-    return daemon.start()
+    """The library indexed (in this process: the daemon is what is tested), then `watch` started on it."""
+    with Library.open(make_config(tmp_path / "data", tiny_model_dir), embedder_factory=_MODELS) as library:
+        library.index([lib])
+    return Daemon(tmp_path / "data", tiny_model_dir, {**env, "PHOTOSEARCH_WATCH_OBSERVER": observer}).start()
 
 
 def _embedded_total(log: str) -> int:
