@@ -51,6 +51,12 @@ def _json_lines(result):
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
+def _index(tmp_path, tiny_model_dir, *roots) -> None:
+    """The library indexed in this process, where the commands under test come after (`index` is tested above)."""
+    with Library.open(make_config(tmp_path / "data", tiny_model_dir), embedder_factory=Counted()) as library:
+        library.index(list(roots))
+
+
 def _vectors(tmp_path, tiny_model_dir) -> int:
     with Library.open(make_config(tmp_path / "data", tiny_model_dir), embedder_factory=Counted()) as library:
         return len(assert_stores_agree(library))
@@ -94,7 +100,7 @@ def test_rename_hint_offline_results_and_move(ps, folders, tmp_path, tiny_model_
 
 def test_add_and_remove_with_confirmation(ps, folders, tmp_path, tiny_model_dir):
     a, b = folders
-    ps("index", "--no-progress", a, b)
+    _index(tmp_path, tiny_model_dir, a, b)
     c = tmp_path / "C"
     c.mkdir()
     assert ps("roots", "add", c).stdout.strip() == f"added library folder {c}: `photosearch index` indexes it"
@@ -135,7 +141,7 @@ def _on_a_terminal(ps, args, answer, expect):
 def test_roots_commands_go_through_a_running_server(ps, folders, tmp_path, tiny_model_dir, env):
     """`serve` runs the daemon, which holds the writer lock for good: the commands ask the server instead."""
     a, b = folders
-    ps("index", "--no-progress", a, b)
+    _index(tmp_path, tiny_model_dir, a, b)
     server = start_serve([*ps.base, "serve"], env, tmp_path / "serve.log", free_port())
     try:
         assert [r["photos"] for r in _json_lines(ps("roots", "--json"))] == [3, 5]
@@ -158,7 +164,7 @@ def test_a_running_watch_daemon_is_named_in_one_line(ps, folders, tmp_path, tiny
     shared stores writers do not take turns (other machines index meanwhile): the removal goes ahead beside the
     running daemon, and both stores agree afterwards."""
     a, b = folders
-    ps("index", "--no-progress", a, b)
+    _index(tmp_path, tiny_model_dir, a, b)
     with (tmp_path / "watch.log").open("w") as log:
         daemon = subprocess.Popen([*ps.base, "watch"], env=env, stdout=log, stderr=log)
     try:
