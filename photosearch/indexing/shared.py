@@ -133,10 +133,11 @@ class _Session:
 
     def recovering(self, step: Callable[[], T]) -> T:
         """Run one step again after a transient server fault (a restart, a dropped connection), waiting 1, 2,
-        4... s between tries, until store.retry_for has passed since its first fault; then the fault stops the run, with its one-line
-        message. The stores retry each request briefly themselves: this outer loop bounds the whole, so a server
-        gone for good stops the run soon after retry_for (the two layers' waits do not multiply). Every step can
-        be run again: what it wrote is in the stores' safe order, its own claims it claims again."""
+        4... s between tries, until store.retry_for has passed since its first fault; then the fault stops the
+        run, with its one-line message. The stores retry each request briefly themselves: this outer loop bounds
+        the whole, so a server gone for good stops the run soon after retry_for (the two layers' waits do not
+        multiply). Every step can be run again: what it wrote is in the stores' safe order, its own claims it
+        claims again."""
         give_up_at, delay = None, FIRST_RETRY_DELAY
         while True:
             try:
