@@ -24,7 +24,7 @@ from photosearch.library import Library
 from photosearch.query import spec
 from photosearch.query.compose import normalised
 from photosearch.query.spec import Example, SearchRequest, Weighted
-from photosearch.query.wire import from_params
+from photosearch.query.wire import from_params, to_params
 from photosearch.serving.httpapi import create_app
 from photosearch.serving.webguard import CSRF_HEADER
 from photosearch.stores.catalog_hashes import PhotoScope
@@ -235,6 +235,22 @@ def test_bad_words_are_one_clear_error(library):
             from_params(params)
         reply = _client(library).get("/api/search", params=params)
         assert reply.status_code == 422 and message in reply.json()["detail"], (params, reply.json())
+
+
+def test_the_wire_form_carries_every_part_of_a_combined_query():
+    """What the CLI sends a server (to_params) reads back as the same request: ids and uploads, added and
+    subtracted, with their weights."""
+    request = SearchRequest(
+        texts=(Weighted("sunset", 2.0), Weighted("beach")), negatives=(Weighted("people", 0.5),),
+        examples=(Example(photo_id=17), Example(upload="u-added", weight=0.5)),
+        unlike=(Example(photo_id=23, weight=3.0), Example(upload="u-subtracted", weight=0.25)),
+        filters=Filters(camera="canon"), sort="newest", cutoff="auto", k=30,
+    )  # fmt: skip
+    params = to_params(request)
+    assert params["unlike"] == ["3:23"] and params["unlike_upload"] == ["0.25:u-subtracted"]
+    assert from_params(params) == request
+    with pytest.raises(InvalidQueryError, match="photo id or an upload"):
+        to_params(SearchRequest(texts=(Weighted("x"),), unlike=(Example(path=Path("/a.jpg")),)))
 
 
 def _client(lib: Library) -> TestClient:

@@ -106,6 +106,7 @@ def test_folder_scoped_queries_and_the_default_k_answer_alike_through_the_server
         (["search", "a cat", "--folder", sub], two),
         # A combined query (an indexed example by id, a file by upload, a negative text), a timeline, a scored one.
         (["search", "a cat", "--not", "a dog", "--like", sub / "s0.jpg", "--like", outside, "--folder", sub], env),
+        (["search", "a cat", "--like", sub / "s0.jpg", "--unlike", outside, "--folder", sub], env),  # its upload
         (["search", "--folder", sub, "--sort", "oldest"], env),
         (["search", "a cat", "--folder", sub, "--sort", "newest", "--cutoff", "none"], env),
     ]
@@ -123,7 +124,7 @@ def test_folder_scoped_queries_and_the_default_k_answer_alike_through_the_server
 
     through_server, imported = answers()
     assert not any({"torch", "chromadb"} & modules for modules in imported)  # the server answered every one
-    assert [len(hits) for hits in through_server] == [4, 3, 4, 2, 2, 2, 3, 4, 4]
+    assert [len(hits) for hits in through_server] == [4, 3, 4, 2, 2, 2, 3, 3, 4, 4]
     assert all(hit["path"].startswith(str(sub)) for hits in through_server for hit in hits)
     assert through_server[2][0]["path"] == str(sub / "s1.jpg")
     served_failures = failures()

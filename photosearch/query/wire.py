@@ -2,13 +2,14 @@
 body. The CLI sends a request to a running server in this form, and the server reads it back with the same
 parsers (spec.py) that read the CLI's own options, so both answer a query alike.
 
-    q=2:sunset&q=beach&not=people&like=17&unlike=23&from=2019&to=2020-06&camera=canon&near=48.85,2.35&within=3
+    q=2:sunset&q=beach&not=people&like=17&upload=u...&unlike=23&unlike_upload=u...&from=2019&to=2020-06&camera=canon&near=48.85,2.35&within=3
     &place=Paris&location=true&type=jpeg,heic&orientation=portrait&folder=...&sort=newest&cutoff=auto
     &rest=true&k=30&offset=0&cursor=...&include_offline=true
 
 ``from``/``to`` name periods (2019 is all of 2019); ``before`` is an exclusive end as an exact time (what
-to_params writes). ``unlike`` names indexed photos to subtract. In JSON, q/not/like/unlike/upload are lists
-whose items are strings in the same form or objects ({"text": "sunset", "weight": 2}, {"id": 17, "weight": 0.5},
+to_params writes). ``like``/``unlike`` name indexed photos to add/subtract, ``upload``/``unlike_upload``
+uploaded images (POST /api/uploads). In JSON, q/not/like/upload/unlike/unlike_upload are lists whose items
+are strings in the same form or objects ({"text": "sunset", "weight": 2}, {"id": 17, "weight": 0.5},
 {"upload": "u...", "weight": 1}).
 """
 
@@ -24,7 +25,7 @@ from photosearch.pathtext import from_text, to_text
 from photosearch.query import spec
 from photosearch.query.spec import Example, SearchRequest, Weighted
 
-LISTS = ("q", "not", "like", "upload", "unlike")
+LISTS = ("q", "not", "like", "upload", "unlike", "unlike_upload")
 _NAMES = {fmt: name for name, fmt in reversed(list(TYPES.items()))}  # "JPEG" -> "jpeg" (the first name of each)
 
 
@@ -38,6 +39,7 @@ def to_params(request: SearchRequest) -> dict[str, Any]:
         "like": [_weighted(str(e.photo_id), e.weight) for e in request.examples if e.photo_id is not None],
         "upload": [_weighted(e.upload, e.weight) for e in request.examples if e.upload is not None],
         "unlike": [_weighted(str(e.photo_id), e.weight) for e in request.unlike if e.photo_id is not None],
+        "unlike_upload": [_weighted(e.upload, e.weight) for e in request.unlike if e.upload is not None],
         "from": f.start.isoformat() if f.start else None,
         "before": f.end.isoformat() if f.end else None,
         "camera": f.camera,
@@ -56,9 +58,7 @@ def to_params(request: SearchRequest) -> dict[str, Any]:
         "cursor": request.cursor,
         "include_offline": "true" if request.include_offline else None,
     }
-    if any(e.path is not None for e in (*request.examples, *request.unlike)) or any(
-        e.upload is not None for e in request.unlike
-    ):
+    if any(e.path is not None for e in (*request.examples, *request.unlike)):
         raise InvalidQueryError("an example image by path must be sent as a photo id or an upload")
     return {key: value for key, value in params.items() if value not in (None, [])}
 
@@ -81,7 +81,8 @@ def from_params(params: Mapping[str, Any]) -> SearchRequest:
         texts=tuple(_text(item) for item in _items(params, "q")),
         negatives=tuple(_text(item) for item in _items(params, "not")),
         examples=examples,
-        unlike=tuple(_example(item) for item in _items(params, "unlike")),
+        unlike=tuple(_example(item) for item in _items(params, "unlike"))
+        + tuple(_upload(item, "unlike_upload") for item in _items(params, "unlike_upload")),
         filters=_filters(one),
         sort=spec.sort(one["sort"]) if "sort" in one else None,
         cutoff=spec.cutoff(one["cutoff"]) if "cutoff" in one else None,
@@ -148,10 +149,10 @@ def _example(item: Any) -> Example:
     return Example(photo_id=_int("like", found.text, 1), weight=found.weight)
 
 
-def _upload(item: Any) -> Example:
+def _upload(item: Any, key: str = "upload") -> Example:
     if isinstance(item, Mapping):
         return Example(upload=str(item.get("upload", "")), weight=_weight(item))
-    found = spec.weighted(_single("upload", item))
+    found = spec.weighted(_single(key, item))
     return Example(upload=found.text, weight=found.weight)
 
 

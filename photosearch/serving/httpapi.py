@@ -58,7 +58,8 @@ OFFLINE = Annotated[bool, Query(description="Also photos of missing (unmounted, 
 FOLDER = Annotated[str | None, Query(description="Only photos under this folder (a path in its stored form)")]
 M = TypeVar("M", bound=BaseModel)
 _BODY = """The GET parameters as JSON: {"q": ["2:sunset", {"text": "beach", "weight": 1}], "not": ["people"],
-"like": [17], "upload": ["u..."], "from": "2019", "to": "2019", "camera": "canon", "sort": "newest", "k": 30}"""
+"like": [17], "upload": ["u..."], "unlike": [23], "unlike_upload": ["u..."], "from": "2019", "to": "2019",
+"camera": "canon", "sort": "newest", "k": 30}"""
 
 
 class SearchParams(BaseModel):
@@ -70,6 +71,7 @@ class SearchParams(BaseModel):
     like: list[str] = Field([], description="An indexed photo's id (2:17 weighs it). Repeatable.")
     upload: list[str] = Field([], description="An upload's reference (POST /api/uploads). Repeatable.")
     unlike: list[str] = Field([], description="An indexed photo's id to subtract (less like it). Repeatable.")
+    unlike_upload: list[str] = Field([], description="An upload's reference to subtract. Repeatable.")
     from_: str | None = Field(None, alias="from", description="From this date: YYYY, YYYY-MM or YYYY-MM-DD")
     to: str | None = Field(None, description="To this date, inclusive: 2019 is all of 2019")
     before: str | None = Field(None, description="Before this exact time (ISO 8601)")

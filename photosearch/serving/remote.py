@@ -35,21 +35,19 @@ class RemoteLibrary:
         folder = request.filters.folder
         filters = replace(request.filters, folder=_resolved(folder)) if folder is not None else request.filters
         examples = tuple(self._sendable(e) for e in request.examples)
-        unlike = tuple(self._sendable(e, upload=False) for e in request.unlike)
+        unlike = tuple(self._sendable(e) for e in request.unlike)
         sent = replace(request, k=self._default_k if request.k is None else request.k, examples=examples,
                        unlike=unlike, filters=filters)  # fmt: skip
         return SearchPage.from_dict(self.client.get("/api/search", **to_params(sent)))
 
-    def _sendable(self, example: Example, upload: bool = True) -> Example:
-        """An example by path as the server takes it: an indexed photo's id, else (``upload``) the file uploaded."""
+    def _sendable(self, example: Example) -> Example:
+        """An example by path as the server takes it: an indexed photo's id, else the file uploaded."""
         if example.path is None:
             return example
         path = example.path.expanduser().absolute()
         found = self._lookup(path)
         if found is not None and found["status"] == "indexed":
             return Example(photo_id=int(found["id"]), weight=example.weight)
-        if not upload:
-            raise InvalidQueryError(f"{path}: --unlike takes an indexed photo when a server answers")
         reply = self.client.post_file("/api/uploads", path)
         return Example(upload=str(reply["upload"]), weight=example.weight)
 
