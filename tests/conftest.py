@@ -14,7 +14,7 @@ from pgserver import PostgresServer
 from photosearch.config import StoreConfig
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+SHARED = (REPO.parent / "shared").resolve()  # as the catalog stores paths: a ../shared that is a symlink, resolved
 EXIF_SAMPLES = SHARED / "testdata" / "exif-samples"
 CLIP_FILES = SHARED / "clip-tokenizer"
 
