@@ -6,11 +6,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from helpers import stores_env
+from helpers import Counted, make_config, make_photo, stores_env
+
+from photosearch.library import Library
 
 
 def free_port() -> int:
@@ -50,3 +53,28 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=timeout)
+
+
+def serve_library(
+    base: Path, model_dir: Path, env: dict[str, str]
+) -> tuple[list[str], Path, subprocess.Popen[bytes], int]:
+    """Eight photos in base/lib, indexed in this process (the server is what is tested), then served by
+    `photosearch serve` on a free port (the CLI's command is without a subcommand)."""
+    root = base / "lib"
+    for i in range(8):
+        make_photo(root / f"p{i}.jpg", seed=i)
+    with Library.open(make_config(base / "data", model_dir), embedder_factory=Counted()) as library:
+        library.index([root])
+    cli = [sys.executable, "-m", "photosearch", "--data-dir", str(base / "data"), "--model", str(model_dir)]
+    port = free_port()
+    proc = start_serve([*cli, "serve"], env, base / "serve.log", port)
+    # The page answers once a search is ready: the text encoder and the vector store are loaded, one answered.
+    assert "ready to search" in (base / "serve.log").read_text()
+    return cli, root, proc, port
+
+
+def run_ok(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A CLI command that must succeed (within 120 s), its output as text."""
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result

@@ -12,8 +12,9 @@ import sys
 import time
 
 import pytest
-from helpers import Counted, assert_stores_agree, make_config, make_two_roots, stores_env
-from serveproc import free_port, start_serve
+from daemonproc import FAST
+from helpers import Counted, assert_stores_agree, make_config, make_two_roots
+from serveproc import clean_env, free_port, start_serve
 
 from photosearch.library import Library
 
@@ -21,10 +22,7 @@ from photosearch.library import Library
 @pytest.fixture
 def env(tmp_path, backend):
     """No user config, no PHOTOSEARCH_* of the developer's shell; the stores of the backend under test."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")} | stores_env()
-    return {**clean, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HF_HOME": str(tmp_path / "hf"),
-            "PHOTOSEARCH_WATCH_DEBOUNCE": "0.2", "PHOTOSEARCH_WATCH_BATCH_WAIT": "0.2",
-            "PHOTOSEARCH_WATCH_SETTLE": "0.5"}  # fmt: skip
+    return clean_env(tmp_path, **FAST)
 
 
 @pytest.fixture

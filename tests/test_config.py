@@ -484,6 +484,7 @@ def test_store_settings_from_the_environment():
         ("VECTORS", "chroma:8000", "Chroma server's URL"),
         ("PATHS", "/mnt/nas=photos", "both absolute"),
         ("LEASE", "1", "lease"),
+        ("RETRY_FOR", "-1", "retry_for"),
     ],
 )
 def test_bad_store_settings_are_one_line_errors(key, value, words):

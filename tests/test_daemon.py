@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
@@ -13,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from daemonproc import FAST, Daemon
-from helpers import Counted, assert_stores_agree, make_config, make_photo, stores_env
+from helpers import Counted, assert_stores_agree, make_config, make_photo
+from serveproc import clean_env
 
 from photosearch.library import Library
 
@@ -21,10 +21,8 @@ from photosearch.library import Library
 @pytest.fixture
 def env(tmp_path, backend):
     """No user config, no PHOTOSEARCH_* of the developer's shell; the stores of the backend under test."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")} | stores_env()
-    if backend == "servers":  # a killed daemon's claims come back after 5 s, not the default 300
-        clean["PHOTOSEARCH_STORE_LEASE"] = "5"
-    return {**clean, **FAST, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HF_HOME": str(tmp_path / "hf")}
+    lease = {"PHOTOSEARCH_STORE_LEASE": "5"} if backend == "servers" else {}  # a killed daemon's claims: 5 s
+    return clean_env(tmp_path, **FAST, **lease)
 
 
 @pytest.fixture

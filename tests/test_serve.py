@@ -12,10 +12,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from helpers import Counted, make_config, make_photo
-from serveproc import clean_env, free_port, start_serve, stop
-
-from photosearch.library import Library
+from helpers import make_photo
+from serveproc import clean_env, run_ok, serve_library, stop
 
 pytestmark = pytest.mark.usefixtures("module_backend")
 
@@ -28,45 +26,31 @@ def env(module_backend, tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(module_backend, tmp_path_factory, tiny_model_dir, env):
     """Eight photos indexed, served by `photosearch serve` (which watches them)."""
-    base = tmp_path_factory.mktemp("serve")
-    root = base / "lib"
-    for i in range(8):
-        make_photo(root / f"p{i}.jpg", seed=i)
-    with Library.open(make_config(base / "data", tiny_model_dir), embedder_factory=Counted()) as library:
-        library.index([root])
-    cli = [sys.executable, "-m", "photosearch", "--data-dir", str(base / "data"), "--model", str(tiny_model_dir)]
-    port = free_port()
-    proc = start_serve([*cli, "serve"], env, base / "serve.log", port)
-    # The page answers once a search is ready: the text encoder and the vector store are loaded, one answered.
-    assert "ready to search" in (base / "serve.log").read_text()
-    yield cli, root, proc, port
-    stop(proc)
-
-
-def _run(cmd, env, **kw):
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, **kw)
-    assert result.returncode == 0, result.stderr
-    return result
+    served = serve_library(tmp_path_factory.mktemp("serve"), tiny_model_dir, env)
+    yield served
+    stop(served[2])
 
 
 def test_cli_asks_the_running_server_and_loads_no_model(served, env, tmp_path):
     base, root, _, _ = served
-    result = _run([sys.executable, "-X", "importtime", *base[1:], "search", "a cat", "--json", "-k", "3"], env)
+    result = run_ok([sys.executable, "-X", "importtime", *base[1:], "search", "a cat", "--json", "-k", "3"], env)
     started = time.monotonic()
-    _run([*base, "search", "a dog", "-k", "3"], env)
+    run_ok([*base, "search", "a dog", "-k", "3"], env)
     print(f"CLI search through the server: {time.monotonic() - started:.2f} s wall")
     hits = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(hits) == 3 and all(h["path"].startswith(str(root)) for h in hits)
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert not {"torch", "transformers", "chromadb", "sqlalchemy"} & imported
 
-    similar = [json.loads(x) for x in _run([*base, "similar", str(root / "p3.jpg"), "--json"], env).stdout.splitlines()]
+    similar = [
+        json.loads(x) for x in run_ok([*base, "similar", str(root / "p3.jpg"), "--json"], env).stdout.splitlines()
+    ]
     assert len(similar) == 7 and str(root / "p3.jpg") not in {h["path"] for h in similar}
     outside = make_photo(tmp_path / "elsewhere.jpg", seed=3)  # same picture as p3, outside the library
-    by_example = [json.loads(x) for x in _run([*base, "similar", str(outside), "--json"], env).stdout.splitlines()]
+    by_example = [json.loads(x) for x in run_ok([*base, "similar", str(outside), "--json"], env).stdout.splitlines()]
     assert by_example[0]["path"] == str(root / "p3.jpg")
 
-    status = json.loads(_run([*base, "status", "--json"], env).stdout)
+    status = json.loads(run_ok([*base, "status", "--json"], env).stdout)
     assert status["indexed"] == 8 and status["daemon"]["running"] is True
 
 
@@ -99,17 +83,17 @@ def test_other_web_pages_cannot_use_the_server_but_the_cli_can(served, env, tmp_
     assert _status_of(urllib.request.Request(f"{url}/api/status", headers={"Host": f"localhost:{port}"})) == 200
 
     outside = make_photo(tmp_path / "elsewhere.jpg", seed=3)  # an upload: POST /api/search/image
-    by_example = [json.loads(x) for x in _run([*base, "similar", str(outside), "--json"], env).stdout.splitlines()]
+    by_example = [json.loads(x) for x in run_ok([*base, "similar", str(outside), "--json"], env).stdout.splitlines()]
     assert by_example[0]["path"] == str(root / "p3.jpg")
-    assert json.loads(_run([*base, "status", "--json"], env).stdout)["daemon"]["running"] is True
+    assert json.loads(run_ok([*base, "status", "--json"], env).stdout)["daemon"]["running"] is True
 
 
 def test_the_cli_asks_the_server_for_its_own_configured_default_k(served, env, tmp_path):
     base, root, _, _ = served
     three = {**env, "PHOTOSEARCH_SEARCH_DEFAULT_K": "3"}  # the CLI's configuration; the server runs with 10
-    result = _run([sys.executable, "-X", "importtime", *base[1:], "search", "a cat", "--json"], three)
+    result = run_ok([sys.executable, "-X", "importtime", *base[1:], "search", "a cat", "--json"], three)
     assert "torch" not in {line.split("|")[-1].strip() for line in result.stderr.splitlines()}  # the server answered
     assert len(result.stdout.splitlines()) == 3
-    assert len(_run([*base, "similar", str(root / "p3.jpg"), "--json"], three).stdout.splitlines()) == 3
+    assert len(run_ok([*base, "similar", str(root / "p3.jpg"), "--json"], three).stdout.splitlines()) == 3
     outside = make_photo(tmp_path / "elsewhere.jpg", seed=5)  # an upload: POST /api/search/image
-    assert len(_run([*base, "similar", str(outside), "--json"], three).stdout.splitlines()) == 3
+    assert len(run_ok([*base, "similar", str(outside), "--json"], three).stdout.splitlines()) == 3

@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import Counted, make_config, make_photo, readme_json_keys
-from serveproc import clean_env, free_port, start_serve
-
-from photosearch.library import Library
+from daemonproc import FAST
+from helpers import make_photo, readme_json_keys
+from serveproc import clean_env, run_ok, serve_library, stop
 
 pytestmark = pytest.mark.usefixtures("backend")
-FAST = {"PHOTOSEARCH_WATCH_DEBOUNCE": "0.2", "PHOTOSEARCH_WATCH_SETTLE": "0.5", "PHOTOSEARCH_WATCH_BATCH_WAIT": "0.2"}
 
 
 @pytest.fixture
@@ -30,24 +27,9 @@ def env(tmp_path, backend):
 @pytest.fixture
 def served(tmp_path, tiny_model_dir, env):
     """Eight photos indexed, served by `photosearch serve`, which watches them with short delays."""
-    root = tmp_path / "lib"
-    for i in range(8):
-        make_photo(root / f"p{i}.jpg", seed=i)
-    with Library.open(make_config(tmp_path / "data", tiny_model_dir), embedder_factory=Counted()) as library:
-        library.index([root])
-    base = [sys.executable, "-m", "photosearch", "--data-dir", str(tmp_path / "data"), "--model", str(tiny_model_dir)]
-    port = free_port()
-    proc = start_serve([*base, "serve"], env, tmp_path / "serve.log", port)
-    yield base, root, proc, port
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
-
-
-def _run(cmd, env, **kw):
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, **kw)
-    assert result.returncode == 0, result.stderr
-    return result
+    served = serve_library(tmp_path, tiny_model_dir, env)
+    yield served
+    stop(served[2])
 
 
 def _wait_until_indexed(port: int, counts: tuple[int, int], log: Path) -> None:
@@ -65,14 +47,14 @@ def test_serve_watches_answers_with_every_key_the_readme_lists_and_stops_cleanly
     base, root, proc, port = served
     (root / "Canon_40D.jpg").write_bytes((exif_samples / "jpg" / "Canon_40D.jpg").read_bytes())  # the daemon adds it
     _wait_until_indexed(port, (9, 0), tmp_path / "serve.log")
-    result = _run([sys.executable, "-X", "importtime", *base[1:], "search", "a camera", "-k", "20", "--json"], env)
+    result = run_ok([sys.executable, "-X", "importtime", *base[1:], "search", "a camera", "-k", "20", "--json"], env)
     assert "torch" not in {line.split("|")[-1].strip() for line in result.stderr.splitlines()}  # the server answered
     hits = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(hits) == 9 and all(list(hit) == readme_json_keys("search") for hit in hits)
     canon = next(hit for hit in hits if hit["path"].endswith("Canon_40D.jpg"))
     assert (canon["camera_make"], canon["camera_model"]) == ("Canon", "Canon EOS 40D")  # not just the key: the value
     assert canon["taken_at"].startswith("2008-05-30T15:56:01") and canon["offline"] is False
-    facets = json.loads(_run([*base, "facets", "--camera", "canon", "--json"], env).stdout)  # the server counts
+    facets = json.loads(run_ok([*base, "facets", "--camera", "canon", "--json"], env).stdout)  # the server counts
     assert facets["total"] == 1 and facets["cameras"] == [{"make": "Canon", "model": "Canon EOS 40D", "count": 1}]
     assert facets["years"] == [{"year": 2008, "count": 1}]
 
@@ -83,7 +65,7 @@ def test_serve_watches_answers_with_every_key_the_readme_lists_and_stops_cleanly
     assert time.monotonic() - started < 10
     assert not (tmp_path / "data" / "server.json").exists()
     # without the server the CLI works on its own again
-    assert len(_run([*base, "search", "x", "--json"], env).stdout.splitlines()) == 9
+    assert len(run_ok([*base, "search", "x", "--json"], env).stdout.splitlines()) == 9
 
 
 def test_folder_scoped_queries_and_the_default_k_answer_alike_through_the_server_and_the_library(served, env, tmp_path):
@@ -114,13 +96,13 @@ def test_folder_scoped_queries_and_the_default_k_answer_alike_through_the_server
     def answers() -> tuple[list[list[dict]], list[set[str]]]:
         hits, imported = [], []
         for args, run_env in commands:
-            result = _run([sys.executable, "-X", "importtime", *base[1:], *map(str, args), "--json"], run_env)
+            result = run_ok([sys.executable, "-X", "importtime", *base[1:], *map(str, args), "--json"], run_env)
             hits.append([json.loads(line) for line in result.stdout.splitlines()])
             imported.append({line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line})
         return hits, imported
 
     def failures() -> list[dict]:
-        return json.loads(_run([*base, "status", "--failed", "--json"], env).stdout)["failures"]
+        return json.loads(run_ok([*base, "status", "--failed", "--json"], env).stdout)["failures"]
 
     through_server, imported = answers()
     assert not any({"torch", "chromadb"} & modules for modules in imported)  # the server answered every one
@@ -130,7 +112,7 @@ def test_folder_scoped_queries_and_the_default_k_answer_alike_through_the_server
     served_failures = failures()
     assert [f["path"] for f in served_failures] == [str(sub / "broken.jpg")]
     assert served_failures[0]["reason"].startswith("not an image")
-    assert f"{sub / 'broken.jpg'}: not an image" in _run([*base, "status", "--failed"], env).stdout
+    assert f"{sub / 'broken.jpg'}: not an image" in run_ok([*base, "status", "--failed"], env).stdout
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0

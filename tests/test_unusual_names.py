@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from daemonproc import FAST, Daemon
 from fastapi.testclient import TestClient
-from helpers import Counted, assert_stores_agree, make_config, make_photo, stores_env
+from helpers import Counted, assert_stores_agree, make_config, make_photo
+from serveproc import clean_env
 
 from photosearch.library import Library
 from photosearch.pathtext import display, from_text, to_text
@@ -136,8 +137,7 @@ def test_cli_prints_names_escaped_and_takes_them_as_arguments(tmp_path, tiny_mod
 def test_the_daemon_follows_odd_names_created_renamed_and_deleted(tmp_path, tiny_model_dir):
     lib = tmp_path / "lib"
     make_photo(lib / "plain.jpg", seed=1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")} | stores_env()  # the backend's
-    daemon = Daemon(tmp_path / "data", tiny_model_dir, {**env, **FAST, "XDG_CONFIG_HOME": str(tmp_path / "xdg")})
+    daemon = Daemon(tmp_path / "data", tiny_model_dir, clean_env(tmp_path, **FAST))  # the backend's stores
     with Library.open(make_config(tmp_path / "data", tiny_model_dir), embedder_factory=Counted()) as library:
         library.index([lib])  # in this process: the daemon is what is tested
     daemon.start()

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import Counted, make_config, make_photo, stores_env
-from serveproc import free_port, start_serve
+from helpers import Counted, make_config, make_photo
+from serveproc import clean_env, free_port, start_serve
 
 from photosearch.library import Library
 
@@ -45,8 +45,7 @@ def server(module_backend, tmp_path_factory, tiny_model_dir, exif_samples):
         report = library.index([root])
     assert report.failed == 0
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")} | stores_env()
-    env |= {"XDG_CONFIG_HOME": str(base / "xdg"), "HF_HOME": str(base / "hf")}
+    env = clean_env(base)
     port = free_port()
     cmd = [sys.executable, "-m", "photosearch", "--data-dir", str(config.data_dir), "--model", str(tiny_model_dir),
            "serve", "--no-watch"]  # fmt: skip

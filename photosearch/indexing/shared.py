@@ -143,7 +143,8 @@ class _Session:
             try:
                 return step()
             except (CatalogUnavailableError, VectorStoreUnavailableError) as exc:
-                give_up_at = give_up_at or time.monotonic() + self.owner._config.store.retry_for  # from the fault
+                if give_up_at is None:  # retry_for counts from the first fault
+                    give_up_at = time.monotonic() + self.owner._config.store.retry_for
                 left = give_up_at - time.monotonic()
                 if left <= 0 or not exc.transient:
                     raise

@@ -2,8 +2,8 @@
 body. The CLI sends a request to a running server in this form, and the server reads it back with the same
 parsers (spec.py) that read the CLI's own options, so both answer a query alike.
 
-    q=2:sunset&q=beach&not=people&like=17&upload=u...&unlike=23&unlike_upload=u...&from=2019&to=2020-06&camera=canon&near=48.85,2.35&within=3
-    &place=Paris&location=true&type=jpeg,heic&orientation=portrait&folder=...&sort=newest&cutoff=auto
+    q=2:sunset&q=beach&not=people&like=17&upload=u...&unlike=23&unlike_upload=u...&from=2019&to=2020-06
+    &camera=canon&near=48.85,2.35&within=3&place=Paris&location=true&type=jpeg,heic&orientation=portrait&folder=...&sort=newest&cutoff=auto
     &rest=true&k=30&offset=0&cursor=...&include_offline=true
 
 ``from``/``to`` name periods (2019 is all of 2019); ``before`` is an exclusive end as an exact time (what
