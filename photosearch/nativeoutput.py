@@ -56,6 +56,8 @@ def native_output_to_log() -> Iterator[None]:
         os.dup2(terminal, 2)
         os.close(terminal)
         reader.join(_JOIN_SECONDS)
+        if reader.is_alive():  # another process inherited fd 2 and still holds the pipe: its later lines are lost
+            log.info("decoder output: a child process still holds the pipe; not waiting for it")
 
 
 def _python_stderr_on(terminal: int) -> TextIO | None:
@@ -88,9 +90,13 @@ def _forward(read_end: int) -> None:
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
                 _log_line(line)
-        _log_line(pending)
-    finally:
-        os.close(read_end)
+    except OSError as exc:
+        # The descriptor was closed under us (code that closed a number twice): not ours to close again, as the
+        # number may belong to another file by now. Said in the log, which is where the lines were going.
+        log.warning("decoder output is no longer read (%s): what C libraries print now is lost", exc)
+        return
+    _log_line(pending)
+    os.close(read_end)
 
 
 def _log_line(line: bytes) -> None:

@@ -115,7 +115,7 @@ def test_index_keeps_decoder_warnings_off_the_terminal(tmp_path, tiny_model_dir,
     for decoder_text in ("TIFF", "WEBP", "LZMA", "decoder output", "EXIF", "Warning"):
         assert decoder_text not in terminal, terminal
     log = (tmp_path / "data" / "logs" / "photosearch.log").read_text()
-    assert "decoder output: TIFFFillStrip: Invalid strip byte count 0" in log
-    assert "decoder output: " in log and "WEBP compression support is not configured" in log
-    assert f"failed: {broken / 'webp.tiff'}: " in log  # the file's own reason, in the same log
-    assert "WARNING py.warnings: " in log and "UserWarning: Corrupt EXIF data" in log
+    assert "decoder output: TIFFFillStrip: Invalid strip byte count 0" in log, (log, terminal)
+    assert "decoder output: " in log and "WEBP compression support is not configured" in log, log
+    assert f"failed: {broken / 'webp.tiff'}: " in log, log  # the file's own reason, in the same log
+    assert "WARNING py.warnings: " in log and "UserWarning: Corrupt EXIF data" in log, log
