@@ -144,7 +144,8 @@ def prepare_embedded(cache: Path, key: str, model: Path, vectors: np.ndarray, of
     from photosearch.models.textencoder import load_text_encoder
     from photosearch.stores import generations
     from photosearch.stores.catalog import Catalog
-    from photosearch.stores.vectors import ChromaDir, VectorStore
+    from photosearch.stores.chroma_dir import ChromaDir
+    from photosearch.stores.vectors import VectorStore
 
     folder = cache / f"index-{len(vectors)}-{key}"
     marker = folder / "complete"

@@ -61,25 +61,35 @@ def _config(ctx: click.Context) -> Config:
 
 
 @contextmanager
-def _library(ctx: click.Context, *, long_running: bool = False) -> Iterator[Library]:
+def _library(ctx: click.Context, *, long_running: bool = False, text_query: bool = False) -> Iterator[Library]:
+    """The library; ``text_query``: the command will encode a text query, whose encoder starts loading now."""
+    config = _config(ctx)
+    prefetched = None
+    if text_query:
+        from photosearch.models.textencoder import Prefetched
+
+        prefetched = Prefetched(config.model)  # before the imports below, which it overlaps
     from photosearch.library import Library
 
-    config = _config(ctx)
     _log_to_file(config.log_dir)
-    with _decoder_output_to_log(ctx, long_running), Library.open(config) as library:
+    with _decoder_output_to_log(ctx, long_running), Library.open(config, text_encoder_factory=prefetched) as library:
         yield library
 
 
 def _running_server(ctx: click.Context) -> ServerClient | None:
     """A `photosearch serve` for this data directory, if one runs: asking it avoids loading the model."""
-    from photosearch.serving.client import ServerClient, running_server
+    from photosearch.serving.discovery import running_server
 
     found = running_server(_config(ctx).data_dir)
-    return ServerClient(found["url"], found.get("token")) if found else None
+    if not found:
+        return None
+    from photosearch.serving.client import ServerClient
+
+    return ServerClient(found["url"], found.get("token"))
 
 
 @contextmanager
-def _queries(ctx: click.Context) -> Iterator[Queries]:
+def _queries(ctx: click.Context, text_query: bool = False) -> Iterator[Queries]:
     """The query interface: a running server for this data directory (RemoteLibrary), else the library itself."""
     server = _running_server(ctx)
     if server is not None:
@@ -87,7 +97,7 @@ def _queries(ctx: click.Context) -> Iterator[Queries]:
 
         yield RemoteLibrary(server, _config(ctx))
         return
-    with _library(ctx) as library:
+    with _library(ctx, text_query=text_query) as library:
         yield library
 
 
@@ -209,7 +219,7 @@ def search(ctx: click.Context, /, query: str | None, as_json: bool, **options: A
     """Photos that match a text QUERY (and --and/--not/--like), best first; filtered; or, with only filters, the
     library as a timeline."""
     request = search_request(query, options)
-    with _queries(ctx) as queries:
+    with _queries(ctx, text_query=bool(request.texts)) as queries:
         page = queries.query(request)
     print_page(page, as_json, dates=request.order != "relevance")
 

@@ -18,15 +18,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from photosearch.config import Config, StoreConfig
+from photosearch.config import Config, ModelConfig, StoreConfig
 from photosearch.errors import LibraryBusyError, LibraryRootError, WriterBusyError
 from photosearch.filters import Filters
 from photosearch.indexing import places
 from photosearch.indexing import roots as roots_ops
-from photosearch.indexing.indexer import Indexer, IndexReport, Progress
 from photosearch.indexing.planner import Scope
-from photosearch.indexing.reindexer import Reindexer
-from photosearch.indexing.report import ReindexReport
+from photosearch.indexing.report import IndexReport, Progress, ReindexReport
 from photosearch.indexing.roots import (
     MovedRoot,
     RootOverview,
@@ -36,11 +34,9 @@ from photosearch.indexing.roots import (
     offline_roots,
     overview,
 )
-from photosearch.indexing.shared import SharedIndexer, turn
 from photosearch.librarystatus import LibraryStatus as LibraryStatus  # re-exported: what status() gives
 from photosearch.librarystatus import unanswered
 from photosearch.locking import Writer
-from photosearch.models.embedder import load_embedder
 from photosearch.models.identity import ModelIdentity, recorded_name
 from photosearch.models.loaded import EmbedderFactory, LoadedModels, TextEncoderFactory
 from photosearch.models.protocols import Embedder, TextEmbedder
@@ -60,6 +56,8 @@ from photosearch.stores.vectors import VectorStore, open_vectors
 from photosearch.watching.handoff import hand_to_daemon
 
 if TYPE_CHECKING:
+    from photosearch.indexing.indexer import Indexer
+    from photosearch.indexing.shared import SharedIndexer
     from photosearch.stores.copy import CopyProgress, CopyReport
 
 StopCheck = Callable[[], bool]
@@ -68,6 +66,13 @@ log = logging.getLogger(__name__)
 
 def _never() -> bool:
     return False
+
+
+def load_embedder(config: ModelConfig) -> Embedder:
+    """The full model (models/embedder.py), whose module imports PIL and the preprocessing: only when loaded."""
+    from photosearch.models.embedder import load_embedder as load
+
+    return load(config)
 
 
 REINDEX_LEASE = "reindex"  # shared stores: the one worker that rebuilds the vectors for a new model
@@ -102,17 +107,24 @@ class Library:
         ))  # fmt: skip
 
     @classmethod
-    def open(cls, config: Config, *, embedder_factory: EmbedderFactory | None = None) -> Library:
+    def open(
+        cls,
+        config: Config,
+        *,
+        embedder_factory: EmbedderFactory | None = None,
+        text_encoder_factory: TextEncoderFactory | None = None,
+    ) -> Library:
         """Open (creating if needed) the library whose data lives in config.data_dir.
 
         embedder_factory replaces the CLIP loader: any object following the Embedder protocol will do. Without
         one, text queries use the ONNX Runtime text encoder (textencoder.py) when the model allows, so a search never
-        imports torch; with one, text queries go through the given Embedder too.
+        imports torch; with one, text queries go through the given Embedder too. text_encoder_factory replaces the
+        text encoder's loader (the CLI's, which starts loading it before this module is imported).
         """
         catalog = Catalog.open(config.catalog_url, config.data_dir, paths=config.store.paths)
         if embedder_factory is not None:
             return cls(config, catalog, embedder_factory)
-        return cls(config, catalog, load_embedder, load_text_encoder)
+        return cls(config, catalog, load_embedder, text_encoder_factory or load_text_encoder)
 
     def close(self) -> None:
         self.catalog.close()
@@ -236,6 +248,8 @@ class Library:
         catalog's statistics refreshed (Catalog.optimize)."""
         places.fill(self.catalog)  # new photos' places, and those of a catalog from before places were recorded
         self.catalog.optimize()
+        if generations.active(self.catalog) is not None:
+            self.store().refresh_file()  # the vector files a new process searches, if a crash left them behind
         for root in roots:
             if root.path not in report.missing_roots:
                 self.catalog.mark_root_indexed(root.id)
@@ -254,14 +268,21 @@ class Library:
         """Shared stores: embed photos that other workers queued (the daemon's idle step); None when not shared."""
         if not self.config.store.shared:
             return None
+        from photosearch.indexing.shared import SharedIndexer
+
         with self._writer.turn("index"):
             indexer = self._indexer()
             assert isinstance(indexer, SharedIndexer)
             return indexer.embed_queued(self.roots(), should_stop)
 
     def _indexer(self) -> Indexer | SharedIndexer:
+        # The pipeline's modules (PIL, the decoders) are imported only by what indexes: a search needs none of them.
         if self.config.store.shared:
+            from photosearch.indexing.shared import SharedIndexer
+
             return SharedIndexer(self.config, self.stores(), self.embedder, self.claims)
+        from photosearch.indexing.indexer import Indexer
+
         return Indexer(self.config, self.stores(), self.embedder)
 
     def _tidy(self) -> None:
@@ -277,7 +298,11 @@ class Library:
 
     def _reindex_turn(self) -> AbstractContextManager[bool]:
         """Whether this process may change the collections (tidy, reindex) in the block (shared.py's turn)."""
-        return turn(self.claims, REINDEX_LEASE) if self.config.store.shared else nullcontext(True)
+        if not self.config.store.shared:
+            return nullcontext(True)
+        from photosearch.indexing.shared import turn
+
+        return turn(self.claims, REINDEX_LEASE)
 
     def reindex(self, progress: Progress | None = None, should_stop: StopCheck = _never) -> IndexReport:
         """Rebuild every vector with the configured model (after changing model.name, say), beside the current
@@ -300,6 +325,8 @@ class Library:
             if not mine:
                 log.info("another worker is reindexing the shared library: leaving the reindex to it")
                 return None
+            from photosearch.indexing.reindexer import Reindexer
+
             embedder = self.models.configured()
             job = rebuild.Rebuild.resume_or_start(self.catalog, self._chroma, embedder.identity)
             index = self.stores()

@@ -33,10 +33,7 @@ from PIL import (
 
 from photosearch.errors import ImageError
 from photosearch.facts import PhotoFacts as PhotoFacts  # re-exported: what decoding gives
-
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp", ".heic", ".heif", ".hif"}
-)
+from photosearch.indexing.extensions import SUPPORTED_EXTENSIONS as SUPPORTED_EXTENSIONS  # re-exported
 
 # PIL's decompression-bomb guard is a process-wide global: MAX_IMAGE_PIXELS is read by Image.open and again
 # while GIF/TIFF/MPO frames load, warning above it and raising above twice it. Changing it per call would

@@ -15,7 +15,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from photosearch.config import IndexConfig
-from photosearch.indexing.imaging import SUPPORTED_EXTENSIONS
+from photosearch.indexing.extensions import SUPPORTED_EXTENSIONS
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import mmap
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,9 @@ class TextEncoder(TextModel):
     """A TextEmbedder: ``embed_texts`` and ``identity``, as search needs."""
 
     def __init__(self, tokenizer: Tokenizer, weights: dict[str, np.ndarray], text: dict[str, Any],
-                 identity: ModelIdentity) -> None:  # fmt: skip
+                 identity: ModelIdentity, prepack: bool = True) -> None:  # fmt: skip
+        """``prepack``: let ONNX Runtime pack the weights for its GEMM kernels, ~0.1 s once for ~4 ms less per
+        query: worth it in a process that answers many (not in a one-query `photosearch search`)."""
         import onnxruntime
 
         self._tokenizer = tokenizer
@@ -70,6 +73,8 @@ class TextEncoder(TextModel):
         # The pool's threads spin between the graph's ~200 small steps: without spinning a query takes 10 ms
         # instead of 7 (ViT-B/32, 2 cores); they stop spinning soon after a query (~40 ms of CPU time in all).
         options.log_severity_level = 3  # errors only
+        if not prepack:
+            options.add_session_config_entry("session.disable_prepacking", "1")
         names = list(self._weights)
         # Handed over by reference, not serialised into the graph (the session still packs the GEMM weights its
         # own way); the arrays stay referenced by self._weights as long as the session lives.
@@ -148,7 +153,7 @@ def _json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def load_text_encoder(config: ModelConfig) -> TextEncoder | None:
+def load_text_encoder(config: ModelConfig, prepack: bool = True) -> TextEncoder | None:
     """The torch-free text encoder for the configured model, or None when the full Embedder must be used instead."""
     from tokenizers import Tokenizer
 
@@ -170,7 +175,40 @@ def load_text_encoder(config: ModelConfig) -> TextEncoder | None:
         weights = _text_weights(folder)
         if weights is None or weights["text_projection.weight"].shape[0] != resolved.identity.dim:
             return None
-        return TextEncoder(Tokenizer.from_file(str(folder / "tokenizer.json")), weights, text, resolved.identity)
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        return TextEncoder(tokenizer, weights, text, resolved.identity, prepack)
     except Exception:  # tokenizers and json raise plain Exceptions/ValueErrors on odd files
         # Whatever is odd about the files, the full loader reads them again and says what is wrong.
         return None
+
+
+class Prefetched:
+    """The text encoder of one model, loading in a thread from the moment this is made; as a TextEncoderFactory
+    (models/loaded.py) it gives that encoder when asked for that model (another model is loaded then and there).
+
+    Why: a `photosearch search` in a new process spends ~0.4 s importing the query layer (SQLAlchemy, the catalog)
+    and ~0.3 s reading the tokenizer and building the ONNX Runtime session, which releases the GIL. Started before
+    those imports, the second overlaps the first. One query to answer: the weights are not prepacked."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self._config = config
+        self._done = threading.Event()
+        self._result: TextEncoder | None = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._load, name="prefetch-text", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            self._result = load_text_encoder(self._config, prepack=False)
+        except BaseException as exc:  # raised in the caller's thread, where it is handled
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def __call__(self, config: ModelConfig) -> TextEncoder | None:
+        if config != self._config:
+            return load_text_encoder(config)
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._result

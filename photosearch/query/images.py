@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from photosearch.errors import ImageError
-from photosearch.indexing.imaging import decode_photo
 
 if TYPE_CHECKING:
     from PIL import Image
 
 
 def image_file(path: Path, max_pixels: int) -> Image.Image:
+    from photosearch.indexing.imaging import decode_photo  # PIL: only for a query that has an image
+
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -22,4 +23,6 @@ def image_file(path: Path, max_pixels: int) -> Image.Image:
 
 
 def image_bytes(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    from photosearch.indexing.imaging import decode_photo
+
     return decode_photo(data, name=name, max_pixels=max_pixels).image

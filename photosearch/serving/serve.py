@@ -22,7 +22,7 @@ from typing import Any
 from photosearch.config import Config
 from photosearch.errors import ConfigError
 from photosearch.library import Library
-from photosearch.serving.client import DISCOVERY
+from photosearch.serving.discovery import DISCOVERY
 
 log = logging.getLogger(__name__)
 READY_WAIT = 30.0  # seconds the page waits for the search path to load (a store server that does not answer)

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
     from chromadb.config import Settings
 
+    from photosearch.stores.vector_file import VectorFile
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -78,8 +80,14 @@ class ChromaServer:
     def written(self) -> int | None:
         return None  # other clients write to it unseen: only asking the server tells
 
+    def opened(self) -> bool:
+        return True  # nothing to gain by not asking it: no vector files beside a server (written() is unknown)
+
+    def vector_file(self, name: str) -> VectorFile | None:
+        return None
+
     # -- the operations ----------------------------------------------------------------------------------------
-    def call(self, work: Callable[[ClientAPI], T], *, write: bool = False) -> T:
+    def call(self, work: Callable[[ClientAPI], T], *, write: bool = False, touching: str | None = None) -> T:
         """``work`` with the client, tried again while the server's fault is transient, then the typed error."""
         return self._retrying(lambda: work(self._connected()))
 

@@ -32,19 +32,16 @@ ef_search is updated when a store is opened.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
+from photosearch import matvec
 from photosearch.errors import VectorStoreError
-from photosearch.locking import store_lock
-from photosearch.stores.boundary import store_errors
 from photosearch.stores.vector_cache import VectorCache
 
 if TYPE_CHECKING:
@@ -54,6 +51,7 @@ if TYPE_CHECKING:
     from chromadb.api.types import GetResult, QueryResult
 
     from photosearch.config import Config
+    from photosearch.stores.vector_file import Snapshot, VectorFile
 
 PREFIX = "vectors_"  # collections keyed by content hash
 LEGACY_PREFIX = "photos_"  # collections keyed by photo id, written before content keys (stores/legacy.py)
@@ -61,6 +59,7 @@ HNSW: CreateHNSWConfiguration = {"space": "cosine", "max_neighbors": 48, "ef_con
 MAX_BATCH = 5000  # under Chroma's max batch size for one add, update or delete (5461)
 UNKNOWN_ID = "Error finding id"  # Chroma's message for a search filtered to an id it does not hold
 FETCH_LIMIT = 1000  # the most uncached vectors a scoped query reads (~55 ms) rather than ask Chroma to filter
+SCAN_BELOW = 20_000  # vectors under which an exact scan of the vector files is as fast as HNSW, warm or not
 
 T = TypeVar("T")
 
@@ -77,9 +76,18 @@ class ChromaPlace(Protocol):
         """Where the vectors are, for `status` (never a credential)."""
         ...
 
-    def call(self, work: Callable[[ClientAPI], T], *, write: bool = False) -> T:
-        """Run ``work`` with the client; ``write``: it writes (locked as a write, told to other readers). One
-        operation, idempotent: a server's transient fault runs it again."""
+    def call(self, work: Callable[[ClientAPI], T], *, write: bool = False, touching: str | None = None) -> T:
+        """Run ``work`` with the client; ``write``: it writes (locked as a write, told to other readers), to the
+        collection ``touching`` if it names one. One operation, idempotent: a server's transient fault runs it
+        again."""
+        ...
+
+    def opened(self) -> bool:
+        """Whether this process has the client loaded (a server's always counts as loaded)."""
+        ...
+
+    def vector_file(self, name: str) -> VectorFile | None:
+        """The flat files that mirror collection ``name`` (stores/vector_file.py); None where there are none."""
         ...
 
     def collection(self, name: str, create: Mapping[str, str | int] | None) -> Collection:
@@ -116,6 +124,8 @@ def open_vectors(config: Config) -> ChromaPlace:
     """The vectors' place the configuration names: store.vectors' server, else the embedded store in data_dir."""
     store = config.store
     if store.vectors is None:
+        from photosearch.stores.chroma_dir import ChromaDir  # it imports this module
+
         return ChromaDir(config.chroma_dir)
     from photosearch.stores.chroma_server import ChromaServer  # it imports this module
 
@@ -128,154 +138,72 @@ class Hit:
     score: float  # cosine similarity, 1.0 = same direction
 
 
-class ChromaDir:
-    """One Chroma directory in this process: its client, shared by every collection in it, safe across processes.
+class VectorStore:
+    """One model's collection in a ChromaDir or on a ChromaServer: content hash -> vector.
 
-    Chroma's embedded client keeps the HNSW graphs in memory and does not notice another process's writes.
-    So every write holds ``chroma.lock`` exclusively and then touches it; every read holds it shared and,
-    when the lock file's mtime shows that another process wrote since this one last looked, first reopens
-    the client from disk. A process that is the only writer (the daemon) never reopens, so it stays warm.
-    One client per directory: Chroma caches its systems per path, so a second client would share (and on
-    reopening, drop) the first one's.
+    In the data directory's Chroma the collection's vectors are also in flat files (stores/vector_file.py): while
+    they are complete, counts and vector reads come from them, and so do searches in a process that has not
+    opened Chroma (a new `photosearch search`), or of a collection small enough that an exact scan is as fast as
+    HNSW. Chroma is opened (and the collection created, or its ef_search brought up to date) on first need.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._lock_path = directory.with_name(directory.name + ".lock")
-        self._seen_generation = -1
-        self._mutex = threading.RLock()  # one reopen at a time, and no query on a client being replaced
-        self._client: ClientAPI | None = None
-        self._collections: dict[str, Collection] = {}
-
-    def errors(self, doing: str = "read or write") -> AbstractContextManager[None]:
-        """What Chroma, sqlite3 or the OS raise in here leaves as a typed error (boundary.py)."""
-        failed = f"cannot {doing} the vector store in {self.directory}"
-        return store_errors(VectorStoreError, self.directory.parent, failed)
-
-    def _load(self) -> ClientAPI:
-        import chromadb
-        from chromadb.api.shared_system_client import SharedSystemClient
-        from chromadb.config import Settings
-
-        with self.errors("open"):
-            self.directory.mkdir(parents=True, exist_ok=True)
-            # Chroma caches one client system per path and process; drop it so the files are read afresh.
-            SharedSystemClient.clear_system_cache()
-            self._collections = {}
-            self._client = chromadb.PersistentClient(
-                path=str(self.directory), settings=Settings(anonymized_telemetry=False, allow_reset=False)
-            )
-            return self._client
-
-    def _generation(self) -> int:
-        return self._lock_path.stat().st_mtime_ns if self._lock_path.exists() else 0
-
-    def collection(self, name: str, create: Mapping[str, str | int] | None) -> Collection:
-        assert self._client is not None
-        found = self._collections.get(name)
-        if found is None:
-            found = get_collection(self._client, name, create)
-            self._collections[name] = found
-        return found
-
-    def forget(self, name: str) -> None:
-        """Read the collection afresh on next use (a loaded index keeps settings it was loaded with)."""
-        self._collections.pop(name, None)
-
-    @contextmanager
-    def reading(self) -> Iterator[ClientAPI]:
-        with self.errors(), self._mutex, store_lock(self._lock_path, exclusive=False):
-            if self._client is None or self._generation() != self._seen_generation:
-                self._load()
-                self._seen_generation = self._generation()
-            assert self._client is not None
-            yield self._client
-
-    @contextmanager
-    def writing(self) -> Iterator[ClientAPI]:
-        with self.errors(), self._mutex, store_lock(self._lock_path, exclusive=True):
-            if self._client is None or self._generation() != self._seen_generation:
-                self._load()
-            assert self._client is not None
-            yield self._client
-            os.utime(self._lock_path)  # tell readers in other processes to reload
-            self._seen_generation = self._generation()
-
-    def call(self, work: Callable[[ClientAPI], T], *, write: bool = False) -> T:
-        with self.writing() if write else self.reading() as client:
-            return work(client)
-
-    def describe(self) -> str:
-        return str(self.directory)
-
-    def written(self) -> int | None:
-        """The lock file's mtime: every writer touches it (``writing``), in this process or another."""
-        return self._generation()
-
-    def names(self) -> list[str]:
-        """The photosearch collections in this directory."""
-        with self.reading() as client:
-            return [c.name for c in client.list_collections() if c.name.startswith((PREFIX, LEGACY_PREFIX))]
-
-    def drop(self, names: Sequence[str]) -> None:
-        if not names:
-            return
-        with self.writing() as client:
-            present = {c.name for c in client.list_collections()}
-            for name in names:
-                self._collections.pop(name, None)
-                if name in present:
-                    client.delete_collection(name)
-
-    def size_bytes(self) -> int | None:
-        """The size on disk of the vector store (0 if there is none yet), without opening it."""
-        total = 0
-        for path in self.directory.rglob("*") if self.directory.is_dir() else ():
-            try:
-                total += path.stat().st_size if path.is_file() else 0
-            except FileNotFoundError:  # SQLite's -journal comes and goes with another process's every write
-                continue
-        return total
-
-
-class VectorStore:
-    """One model's collection in a ChromaDir or on a ChromaServer: content hash -> vector."""
-
-    def __init__(self, chroma: ChromaPlace, name: str) -> None:
+    def __init__(self, chroma: ChromaPlace, name: str, model_info: Mapping[str, str | int] | None = None) -> None:
+        """``model_info``: the model's identity, to create the collection with if it is missing; None: it exists."""
         self.chroma = chroma
         self._name = name
+        self._model_info = None if model_info is None else dict(model_info)
+        self._prepared = model_info is None
+        self._prepare_lock = threading.Lock()
+        self._file = chroma.vector_file(name)
+        self._file_refused = False  # its keys are not content hashes: no files (refresh_file)
         self._cache = VectorCache()  # what queries read, for exact search over narrow scopes (vector_cache.py)
         self._counted: tuple[int, int] | None = None  # (chroma.written() stamp, count): count() costs ~15 ms
+        self._last: tuple[bytes, Snapshot, np.ndarray] | None = None  # the last scan's query, files and scores
 
     @classmethod
     def open(cls, chroma: ChromaPlace, name: str, model_info: Mapping[str, str | int]) -> VectorStore:
-        """Open (or create) the collection ``name`` for the model ``model_info`` describes."""
-        store = cls(chroma, name)
+        """The collection ``name`` for the model ``model_info`` describes (created when Chroma is first used)."""
+        return cls(chroma, name, model_info)
 
-        def settings(client: ClientAPI) -> dict[str, Any] | None:
-            if name not in {c.name for c in client.list_collections()}:
-                return None
-            return dict(chroma.collection(name, None).configuration.get("hnsw") or {})
+    def _prepare(self) -> None:
+        """Create the collection if missing, and give an existing one today's ef_search: once, before Chroma is
+        first used. Looks first as a reader: a write (and the reload it causes in every other process) only
+        happens when the collection is new or ef_search must change."""
+        with self._prepare_lock:
+            if self._prepared:
+                return
+            name, chroma, info = self._name, self.chroma, self._model_info
 
-        def create(client: ClientAPI) -> None:
-            collection = chroma.collection(name, dict(model_info))
-            # ef_search is the one HNSW setting a built collection can change: an index made with an older
-            # default gets today's recall without a reindex (M and ef_construction stay as built).
-            if (collection.configuration.get("hnsw") or {}).get("ef_search") != HNSW["ef_search"]:
-                collection.modify(configuration={"hnsw": {"ef_search": HNSW["ef_search"]}})
-            chroma.forget(name)  # the loaded index keeps the old value until read afresh
+            def settings(client: ClientAPI) -> dict[str, Any] | None:
+                if name not in {c.name for c in client.list_collections()}:
+                    return None
+                return dict(chroma.collection(name, None).configuration.get("hnsw") or {})
 
-        with chroma.errors("open"):
-            # Look first as a reader: a write (and the reload it causes in every other process) only happens
-            # when the collection is new or ef_search must change.
-            hnsw = chroma.call(settings)
-            if hnsw is None or hnsw.get("ef_search") != HNSW["ef_search"]:
-                chroma.call(create, write=True)
-        return store
+            def create(client: ClientAPI) -> None:
+                collection = chroma.collection(name, info)
+                # ef_search is the one HNSW setting a built collection can change: an index made with an older
+                # default gets today's recall without a reindex (M and ef_construction stay as built).
+                if (collection.configuration.get("hnsw") or {}).get("ef_search") != HNSW["ef_search"]:
+                    collection.modify(configuration={"hnsw": {"ef_search": HNSW["ef_search"]}})
+                chroma.forget(name)  # the loaded index keeps the old value until read afresh
+
+            with chroma.errors("open"):
+                hnsw = chroma.call(settings)
+                if hnsw is None or hnsw.get("ef_search") != HNSW["ef_search"]:
+                    chroma.call(create, write=True, touching=name)
+            self._prepared = True
 
     def _run(self, work: Callable[[Collection], T], write: bool = False) -> T:
         """One operation on this collection (tried again on a server's transient fault: each is idempotent)."""
-        return self.chroma.call(lambda _client: work(self.chroma.collection(self._name, None)), write=write)
+        self._prepare()
+        return self.chroma.call(
+            lambda _client: work(self.chroma.collection(self._name, None)), write=write,
+            touching=self._name if write else None,
+        )  # fmt: skip
+
+    def _snapshot(self) -> Snapshot | None:
+        """The vector files, when they hold exactly what the collection holds; None: ask Chroma."""
+        return None if self._file is None else self._file.snapshot(self.chroma.written())
 
     @property
     def name(self) -> str:
@@ -291,6 +219,9 @@ class VectorStore:
     def count(self) -> int:
         """How many vectors the collection holds; asked again only once a write, in any process, is seen (the
         stamp is read first: a write in between makes the next call ask again)."""
+        snap = self._snapshot()
+        if snap is not None:
+            return snap.live
         stamp = self.chroma.written()
         if stamp is not None and self._counted is not None and self._counted[0] == stamp:
             return self._counted[1]
@@ -299,13 +230,22 @@ class VectorStore:
         return found
 
     def upsert(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        self.refresh_file()  # files left incomplete (by a crash, an older photosearch) are rebuilt first, once
         for start in range(0, len(keys), MAX_BATCH):
             self._upsert(list(keys[start : start + MAX_BATCH]), vectors[start : start + MAX_BATCH].astype(np.float32))
 
     def _upsert(self, ids: list[str], batch: np.ndarray) -> None:  # one batch, one operation, one retry unit
-        self._run(lambda collection: collection.upsert(ids=ids, embeddings=batch), write=True)
+        def write(collection: Collection) -> None:
+            collection.upsert(ids=ids, embeddings=batch)
+            if self._file is not None:
+                self._file.put(ids, batch)
+
+        self._run(write, write=True)
 
     def vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        snap = self._snapshot()
+        if snap is not None:
+            return {key: np.array(snap.matrix[row]) for key, row in snap.rows_of(keys).items()}
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(keys), MAX_BATCH):
             found.update(self._vectors(list(keys[start : start + MAX_BATCH])))
@@ -322,10 +262,18 @@ class VectorStore:
             self._delete(list(keys[start : start + MAX_BATCH]))
 
     def _delete(self, ids: list[str]) -> None:
-        self._run(lambda collection: collection.delete(ids=ids), write=True)
+        def write(collection: Collection) -> None:
+            collection.delete(ids=ids)
+            if self._file is not None:
+                self._file.remove(ids)
+
+        self._run(write, write=True)
 
     def all_keys(self) -> set[str]:
         """Every key in the collection, read in pages so a million ids do not come back in one reply."""
+        snap = self._snapshot()
+        if snap is not None:
+            return {key for key in snap.keys.astype("U32").tolist() if key}
         found: set[str] = set()
         offset, page = 0, 20_000
         while True:
@@ -342,16 +290,54 @@ class VectorStore:
         """Ids and vectors in Chroma's order, ``limit`` from ``offset`` (an old collection read through)."""
         return self._run(lambda collection: collection.get(include=["embeddings"], limit=limit, offset=offset))
 
+    def refresh_file(self, page: int = 5000) -> int | None:
+        """Write the vector files anew when they are not complete (none yet, a crash mid-write, a write by an older
+        photosearch): the collection read whole under the shared lock, which keeps writers out. How many vectors
+        they hold now; None where there are none (a server) or nothing was to do."""
+        file = self._file
+        if file is None or self._file_refused or self._snapshot() is not None:
+            return None
+
+        def rebuild(_client: ClientAPI) -> int:
+            collection = self.chroma.collection(self._name, None)
+
+            def pages() -> Iterator[tuple[list[str], np.ndarray]]:
+                offset = 0
+                while True:
+                    got = collection.get(include=["embeddings"], limit=page, offset=offset)
+                    found = got["embeddings"] if got["embeddings"] is not None else []
+                    yield got["ids"], np.asarray(found, dtype=np.float32)
+                    if len(got["ids"]) < page:
+                        return
+                    offset += page
+
+            stamp = self.chroma.written()
+            assert stamp is not None  # a ChromaDir's (the one place with files)
+            return file.rebuild(pages(), stamp)
+
+        self._prepare()
+        try:
+            with self.chroma.errors("write the vector files of"):
+                return self.chroma.call(rebuild)
+        except ValueError:  # a key that is not a content hash (never in a content-keyed collection): Chroma only
+            self._file_refused = True
+            return None
+
     def query(self, vector: np.ndarray, k: int, among: Sequence[str] | None = None) -> list[Hit]:
-        """The k nearest vectors, or the k nearest of the keys ``among``: exactly, over their cached vectors,
-        when at most FETCH_LIMIT of them are not cached yet (those are read first); else Chroma filters inside
-        its search (~100 ms at 100,000 vectors, however few the keys)."""
+        """The k nearest vectors, or the k nearest of the keys ``among``. Exactly when it can be fast: over the
+        vector files (a process without Chroma open, or a small collection), or over the cached vectors of a scope
+        when at most FETCH_LIMIT of them are not cached yet (or the files have them); else Chroma's HNSW search,
+        which filters inside it for ``among`` (~100 ms at 100,000 vectors, however few the keys)."""
         if k <= 0 or (among is not None and not among):
             return []
         if among is not None:
             exact = self._exact(vector, k, among)
             if exact is not None:
                 return exact
+        else:
+            snap = self._snapshot()
+            if snap is not None and (snap.live < SCAN_BELOW or not self.chroma.opened()):
+                return self._scan(snap, vector, k)
         ids = list(among) if among is not None else None
         try:
             result = self._search(vector, k, ids)
@@ -370,10 +356,29 @@ class VectorStore:
             query_embeddings=vector.reshape(1, -1).astype(np.float32), n_results=k, include=["distances"], ids=ids,
         ))  # fmt: skip
 
+    def _scan(self, snap: Snapshot, vector: np.ndarray, k: int) -> list[Hit]:
+        """The k nearest of all the files' vectors, exactly. A search that asks again for more hits (the catalog
+        found too few usable) reuses the scores."""
+        query = (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+        asked = query.tobytes()
+        if self._last is not None and self._last[0] == asked and self._last[1] is snap:
+            scores = self._last[2]
+        else:
+            scores = matvec.scores(snap.matrix, query) / np.maximum(snap.norms, 1e-12)
+            scores[snap.dead()] = -np.inf
+            self._last = asked, snap, scores
+        k = min(k, snap.live)
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.flatnonzero(scores > -np.inf)
+        ranked = top[np.argsort(-scores[top], kind="stable")]
+        keys = snap.keys[ranked].astype("U32").tolist()
+        return [Hit(key, float(scores[row])) for key, row in zip(keys, ranked, strict=True)]
+
     def _exact(self, vector: np.ndarray, k: int, among: Sequence[str]) -> list[Hit] | None:
         rows = self._cache.rows_of(among)
         missing = [among[int(i)] for i in np.flatnonzero(rows < 0)]
-        if len(missing) > FETCH_LIMIT:
+        if len(missing) > FETCH_LIMIT and self._snapshot() is None:
             return None
         if missing:
             found = self.vectors(missing)
@@ -396,15 +401,25 @@ class VectorStore:
 
     def warm(self, should_stop: Callable[[], bool] = lambda: False, page: int = 5000) -> int:
         """Read the whole collection into the cache (as much as fits), a page at a time: `serve` does, in the
-        background, so that filtered queries are exact and fast from then on. How many vectors are cached."""
+        background, so that filtered queries are exact and fast from then on. From the vector files (written
+        anew first if they are not complete); from Chroma where there are none. How many vectors are cached."""
+        self.refresh_file()
+        snap = self._snapshot()
         offset = 0
         while not should_stop() and not self._cache.full():
-            got = self.page(offset, page)
-            embeddings = got["embeddings"] if got["embeddings"] is not None else []
-            self._cache.add(
-                {key: np.asarray(v, dtype=np.float32) for key, v in zip(got["ids"], embeddings, strict=True)}
-            )
-            if len(got["ids"]) < page:
-                break
+            if snap is not None:
+                keys = snap.keys[offset : offset + page].astype("U32").tolist()
+                block = snap.matrix[offset : offset + page]
+                self._cache.add({key: block[i] for i, key in enumerate(keys) if key})
+                if offset + page >= len(snap.keys):
+                    break
+            else:
+                got = self.page(offset, page)
+                embeddings = got["embeddings"] if got["embeddings"] is not None else []
+                self._cache.add(
+                    {key: np.asarray(v, dtype=np.float32) for key, v in zip(got["ids"], embeddings, strict=True)}
+                )
+                if len(got["ids"]) < page:
+                    break
             offset += page
         return len(self._cache)
