@@ -23,6 +23,7 @@ def _key(i: int) -> str:
     """A content hash's shape (32 hex digits), as every key of a collection is."""
     return f"{i:032x}"
 
+
 NewPlace = Callable[[], ChromaPlace]
 
 
