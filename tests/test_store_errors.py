@@ -13,6 +13,7 @@ import errno
 import gc
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from photosearch.library import Library
 from photosearch.stores.boundary import store_errors, typed_error
 from photosearch.stores.queue import WorkQueue
 from photosearch.stores.schema import PhotoStatus
+from photosearch.stores.vectors import VectorStore
 
 FOREIGN_WORDS = ("Traceback", "sqlalche.me", "OperationalError", "DatabaseError", "InternalError", "ChromaError")
 
@@ -318,9 +320,9 @@ def test_damaged_vector_store_raises_typed_errors_on_every_path_then_recovers(tm
     saved = damage(data / "chroma" / "chroma.sqlite3", ["embeddings_queue"])  # Chroma's write-ahead log of vectors
 
     vector = np.ones(HashEmbedder.identity.dim, dtype=np.float32)
-    with hash_library(data) as library:
-        store = library.store()  # opening reads only the collection's definition, which is intact
-        calls: dict[str, Callable[[], object]] = {
+
+    def calls(store: VectorStore) -> dict[str, Callable[[], object]]:
+        return {
             "count": store.count,
             "query": lambda: store.query(vector, 3),
             "upsert": lambda: store.upsert(["9" * 32], vector[None, :]),
@@ -328,7 +330,18 @@ def test_damaged_vector_store_raises_typed_errors_on_every_path_then_recovers(tm
             "all keys": store.all_keys,
             "vectors": lambda: store.vectors(["1" * 32]),
         }
-        for name, call in calls.items():
+
+    with hash_library(data) as library:
+        store = library.store()
+        # The vector files are intact: the reads are theirs; the writes reach Chroma and fail, typed.
+        assert store.count() == 6 and len(store.query(vector, 3)) == 3 and len(store.all_keys()) == 6
+        for name in ("upsert", "delete"):
+            with pytest.raises(VectorStoreError) as caught:
+                calls(store)[name]()
+            assert_typed(caught.value, chromadb.errors.ChromaError, data / "chroma")
+    shutil.rmtree(data / "vectors")  # a library from before the files: every path reads Chroma
+    with hash_library(data) as library:
+        for name, call in calls(library.store()).items():
             with pytest.raises(VectorStoreError) as caught:
                 call()
             assert_typed(caught.value, chromadb.errors.ChromaError, data / "chroma")

@@ -215,12 +215,14 @@ def test_same_folder_with_other_weights_is_refused(indexed_dir, tiny_model_dir_b
 
 
 def test_cli_search_imports_neither_torch_nor_transformers_nor_alembic(indexed_dir, tmp_path):
+    """Nor chromadb (the vector files answer), PIL (no image in the query) or urllib's HTTP (no server runs)."""
     data, model = indexed_dir
+    heavy = ("torch", "transformers", "alembic", "chromadb", "PIL", "http")
     code = (
         "import sys\n"
         "from photosearch.cli import main\n"
         f"main(['--data-dir', {str(data)!r}, '--model', {str(model)!r}, 'search', 'a dog', '-k', '3', '--json'])\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'alembic')))\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSEARCH_")}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg-config")

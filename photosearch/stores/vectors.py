@@ -162,8 +162,12 @@ class VectorStore:
 
     @classmethod
     def open(cls, chroma: ChromaPlace, name: str, model_info: Mapping[str, str | int]) -> VectorStore:
-        """The collection ``name`` for the model ``model_info`` describes (created when Chroma is first used)."""
-        return cls(chroma, name, model_info)
+        """The collection ``name`` for the model ``model_info`` describes: created (or brought up to date) now, or,
+        beside vector files, when Chroma is first used."""
+        store = cls(chroma, name, model_info)
+        if store._file is None:  # a server: nothing to answer from without it, and a fault should show now
+            store._prepare()
+        return store
 
     def _prepare(self) -> None:
         """Create the collection if missing, and give an existing one today's ef_search: once, before Chroma is
