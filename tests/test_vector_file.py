@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import chromadb
 import numpy as np
 import pytest
 from chromadb.config import Settings
+from helpers import HashEmbedder, hash_config, make_photo
 
+from photosearch.library import Library
 from photosearch.locking import store_lock
 from photosearch.stores import vector_file
 from photosearch.stores.chroma_dir import ChromaDir
@@ -185,3 +188,28 @@ def test_keys_that_are_not_content_hashes_leave_chroma_to_answer(tmp_path: Path)
     assert _in_files(chroma) is None
     fresh = VectorStore.open(ChromaDir(tmp_path / "chroma"), NAME, INFO)
     assert fresh.query(vectors[1], 1)[0].key == "x" * 40 and fresh.count() == 3
+
+
+def test_an_index_run_writes_the_files_of_a_library_from_before_them_and_search_needs_no_chroma(tmp_path: Path):
+    """A library indexed before the files existed (none in its data directory): the next `index` run, even with
+    nothing to do, writes them; from then on a new process's search reads them, exact, and never opens Chroma."""
+    photos = tmp_path / "photos"
+    for i in range(6):
+        make_photo(photos / f"p{i}.jpg", seed=i)
+    embedder = HashEmbedder()
+    config = hash_config(tmp_path / "data")
+    with Library.open(config, embedder_factory=lambda _config: embedder) as library:
+        library.index([photos])
+    shutil.rmtree(tmp_path / "data" / "vectors")
+    with Library.open(config, embedder_factory=lambda _config: embedder) as library:
+        report = library.index([photos])
+        assert report.unchanged == 6 and (tmp_path / "data" / "vectors").is_dir()
+    with Library.open(config, embedder_factory=lambda _config: embedder) as library:
+        query = embedder.embed_texts(["anything"])[0]
+        hits = library.store().query(query, 6)
+        assert not library.store().chroma.opened(), "the files answered"
+        vectors = library.store().vectors(sorted(library.catalog.indexed_hashes()))
+        assert [h.key for h in hits] == _top(vectors, query, 6)
+        assert [r.path.name for r in library.search("anything", k=3)] == [
+            library.catalog.get(library.catalog.indexed_with_hash(h.key) or 0).path.name for h in hits[:3]
+        ]

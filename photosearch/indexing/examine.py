@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from photosearch.errors import ImageError
-from photosearch.indexing.imaging import PhotoFacts, decode_photo
+from photosearch.facts import PhotoFacts
 from photosearch.indexing.planner import Work
-from photosearch.models.embedder import Embedder
+from photosearch.models.protocols import Embedder
 from photosearch.stores.index import Location
 from photosearch.stores.schema import PhotoStatus
 
@@ -45,6 +45,8 @@ def examine(
     All but the catalog lookup releases the GIL. The first photo to decode loads the model (once, locked). Without
     ``decode`` a photo that needs the model is only hashed (``queued``): a shared library's scan leaves the
     decoding to the worker that claims it."""
+    from photosearch.indexing.imaging import decode_photo  # PIL and the decoders: a run with nothing new needs none
+
     try:
         data = work.file.path.read_bytes()
     except FileNotFoundError:

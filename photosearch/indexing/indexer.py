@@ -19,7 +19,7 @@ from photosearch.indexing.pipeline import Run
 from photosearch.indexing.planner import Scope, Work, folder_of, make_plan
 from photosearch.indexing.report import IndexCancelled, IndexReport, NoProgress, Progress
 from photosearch.indexing.scanner import ScanProblem
-from photosearch.models.embedder import Embedder
+from photosearch.models.protocols import Embedder
 from photosearch.pathtext import display
 from photosearch.stores.catalog import FileState, RootInfo
 from photosearch.stores.index import JOURNAL_KEY, Index, Location

@@ -18,7 +18,7 @@ from photosearch.facts import PhotoFacts
 from photosearch.indexing.examine import Outcome, decode_workers, examine, location, same_bytes_indexed
 from photosearch.indexing.planner import Work
 from photosearch.indexing.report import IndexCancelled, IndexReport, NoProgress, Progress
-from photosearch.models.embedder import Embedder
+from photosearch.models.protocols import Embedder
 from photosearch.pathtext import display
 from photosearch.stores.catalog import FileState
 from photosearch.stores.index import Index, Location, NewPhoto

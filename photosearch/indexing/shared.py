@@ -33,7 +33,7 @@ from photosearch.indexing.pipeline import Run
 from photosearch.indexing.planner import Scope, Work, make_plan
 from photosearch.indexing.report import IndexCancelled, IndexReport, NoProgress, Progress
 from photosearch.indexing.scanner import ScannedFile
-from photosearch.models.embedder import Embedder
+from photosearch.models.protocols import Embedder
 from photosearch.stores.catalog import FileState, RootInfo
 from photosearch.stores.claims import RUN_PREFIX, Claimed, Claims
 from photosearch.stores.index import Index

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import ColumnElement, Text, func
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import GenericFunction
@@ -24,6 +24,8 @@ def insert_for(session: Session, table: Any) -> Any:
     """An INSERT that takes ON CONFLICT clauses, for the session's database (typed Any: the two dialects' Insert
     classes share the methods but no base class that declares them)."""
     if backend(session) == "postgresql":
+        from sqlalchemy.dialects import postgresql  # ~70 ms to import: not for a library on SQLite
+
         return postgresql.insert(table)
     return sqlite.insert(table)
 

@@ -406,9 +406,12 @@ class VectorStore:
     def warm(self, should_stop: Callable[[], bool] = lambda: False, page: int = 5000) -> int:
         """Read the whole collection into the cache (as much as fits), a page at a time: `serve` does, in the
         background, so that filtered queries are exact and fast from then on. From the vector files (written
-        anew first if they are not complete); from Chroma where there are none. How many vectors are cached."""
+        anew first if they are not complete); from Chroma where there are none. A collection too large for a scan
+        to keep up with HNSW has its HNSW index loaded too (one search). How many vectors are cached."""
         self.refresh_file()
         snap = self._snapshot()
+        if snap is not None and snap.live >= SCAN_BELOW and not self.chroma.opened():
+            self._search(np.asarray(snap.matrix[int(np.argmin(snap.dead()))]), 1, None)
         offset = 0
         while not should_stop() and not self._cache.full():
             if snap is not None:
