@@ -13,6 +13,7 @@ same ranked list, so paging with offset neither repeats nor skips a photo while 
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from photosearch import matvec
 from photosearch.query import cutoff
 from photosearch.query.result import SearchPage, SearchResult
-from photosearch.query.search import MAX_K, Searcher
+from photosearch.query.search import MAX_K, Match, Searcher
 from photosearch.query.spec import SearchRequest, decode_cursor, encode_cursor
 from photosearch.stores.catalog_hashes import PhotoScope
 
@@ -47,25 +48,29 @@ class Answerer:
             return _page([replace(r, relevant=True) for r in hits], request.offset, k, None)
         by_date = request.order != "relevance"
         ranked, limit = self._ranked(vector, scope, exclude, rule, want, by_date)
-        relevant = [replace(r, relevant=True) for r in ranked if r.score is not None and r.score >= limit]
-        rest = [replace(r, relevant=False) for r in ranked if r.score is None or r.score < limit]
+        relevant = [m for m in ranked if m.score >= limit]
+        rest = [m for m in ranked if m.score < limit]
         if by_date:
             relevant = _by_date(relevant, newest=request.order == "newest")
         chosen = relevant + (rest if request.rest else [])
-        return _page(chosen, request.offset, k, limit)
+        page = chosen[request.offset : request.offset + k]
+        results = [replace(r, relevant=r.score is not None and r.score >= limit)
+                   for r in self._searcher.results(page, request.offset + 1)]  # fmt: skip
+        return SearchPage(results, len(chosen) > request.offset + k, None, limit)
 
     def _ranked(
         self, vector: np.ndarray, scope: PhotoScope, exclude: frozenset[int], rule: str | float, want: int,
         by_date: bool,
-    ) -> tuple[list[SearchResult], float]:  # fmt: skip
+    ) -> tuple[list[Match], float]:  # fmt: skip
         """The best matches, enough of them to place the cutoff and to fill the page (all that pass it when
         sorting by date, up to MAX_RELEVANT); and the cutoff's score."""
         fetch = max(want, FIRST_LOOK if rule == "auto" else want)
-        noise = self._noise(vector) if rule == "auto" else None
+        sampled = self._sampled(vector) if rule == "auto" else None
+        noise = None if sampled is None else cutoff.noise_of(sampled) if len(sampled) else cutoff.Noise(0.0, 1.0)
         n = self._searcher.size_of(scope) if noise is not None else 0
         while True:
-            hits = self._searcher.by_vector(vector, min(fetch, MAX_RELEVANT), scope, exclude, bound=MAX_RELEVANT)
-            scores = [r.score for r in hits if r.score is not None]
+            hits = self._searcher.matches(vector, min(fetch, MAX_RELEVANT), scope, exclude, bound=MAX_RELEVANT)
+            scores = [m.score for m in hits]
             if noise is not None:
                 limit, all_passed = cutoff.threshold(noise, scores, n)
             else:
@@ -74,14 +79,16 @@ class Answerer:
             exhausted = len(hits) < min(fetch, MAX_RELEVANT) or fetch >= MAX_RELEVANT
             if exhausted or not ((by_date or noise is not None) and all_passed):
                 return hits, limit
-            fetch *= 4
+            # All passed: look further, as far as the sample says that many photos score above the cutoff (each
+            # look is a search of its own: HNSW does not resume one).
+            expected = 0 if sampled is None or not len(sampled) else n * float(np.mean(sampled >= limit))
+            fetch = max(4 * fetch, math.ceil(1.5 * expected))
 
-    def _noise(self, vector: np.ndarray) -> cutoff.Noise:
+    def _sampled(self, vector: np.ndarray) -> np.ndarray:
+        """The query's scores of the library's sample (query/cutoff.py): where its unrelated photos score."""
         searcher = self._searcher
         sample = self._samples.get(searcher.collection, searcher.vector_count(), searcher.sample)
-        if not len(sample):
-            return cutoff.Noise(0.0, 1.0)
-        return cutoff.noise_of(matvec.scores(sample, vector))
+        return matvec.scores(sample, vector) if len(sample) else np.zeros(0, dtype=np.float32)
 
     def _timeline(self, request: SearchRequest, k: int, scope: PhotoScope, vector: np.ndarray | None) -> SearchPage:
         newest = request.order != "oldest"
@@ -98,10 +105,10 @@ class Answerer:
         return SearchPage(results, position is not None, cursor, None)
 
 
-def _by_date(results: list[SearchResult], newest: bool) -> list[SearchResult]:
+def _by_date(matches: list[Match], newest: bool) -> list[Match]:
     """By date and id, as a timeline orders them; undated photos last in either order."""
-    dated = sorted((r for r in results if r.date is not None), key=lambda r: (r.date, r.id), reverse=newest)
-    return dated + sorted((r for r in results if r.date is None), key=lambda r: r.id, reverse=newest)
+    dated = sorted((m for m in matches if m.date is not None), key=lambda m: (m.date, m.id), reverse=newest)
+    return dated + sorted((m for m in matches if m.date is None), key=lambda m: m.id, reverse=newest)
 
 
 def _page(chosen: list[SearchResult], offset: int, k: int, limit: float | None) -> SearchPage:

@@ -9,9 +9,11 @@ one filters the hits, asking Chroma for more while that leaves fewer than k.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -28,6 +30,26 @@ from photosearch.stores.schema import PhotoStatus  # re-exported: what a search 
 from photosearch.stores.vectors import Hit, VectorStore
 
 WIDE = 8  # a scope holding at least 1/WIDE of the vectors filters the hits; a narrower one goes to Chroma
+
+
+class Row(Protocol):
+    """A catalog row of a hit: a whole record (PhotoRecord) or a few columns of it (Catalog.dated_by_hash)."""
+
+    @property
+    def id(self) -> int: ...
+
+
+R = TypeVar("R", bound=Row)
+
+
+@dataclass(frozen=True)
+class Match:
+    """A photo a query matched, before its record is read: enough to rank it, cut it and sort it by date."""
+
+    id: int
+    score: float
+    date: datetime | None  # the catalog's dated_at: what date order and date filters read
+    offline: bool  # its library folder is missing
 
 
 def resolve_folder(roots: Sequence[RootInfo], folder: Path) -> tuple[int, str]:
@@ -81,24 +103,52 @@ class Searcher:
         (the common case) it is one Chroma query and one catalog query. ``bound``: the largest k allowed (the
         query layer's own reads may look further than a user's query).
         """
+        found = self._nearest(vector, k, scope, exclude, bound, self._catalog.indexed_by_hash)
+        return [_result(rank, r, score, r.root_id in self._offline) for rank, (r, score) in enumerate(found, 1)]
+
+    def matches(
+        self,
+        vector: np.ndarray,
+        k: int,
+        scope: PhotoScope | None = None,
+        exclude: frozenset[int] = frozenset(),
+        bound: int = MAX_K,
+    ) -> list[Match]:
+        """by_vector's photos as Matches: the cutoff and the date order look at hundreds or thousands of them, and
+        building their whole records (paths, facts) cost more than the rest of such a query. ``results`` reads
+        the records of the page shown."""
+        found = self._nearest(vector, k, scope, exclude, bound, self._catalog.dated_by_hash)
+        return [Match(row.id, score, row.dated_at, row.root_id in self._offline) for row, score in found]
+
+    def results(self, matches: Sequence[Match], first_rank: int = 1) -> list[SearchResult]:
+        """The search results of these matches, ranked from ``first_rank`` (a photo removed since is left out)."""
+        records = self._catalog.records([m.id for m in matches])
+        chosen = [(m, records[m.id]) for m in matches if m.id in records]
+        return [_result(rank, r, m.score, m.offline) for rank, (m, r) in enumerate(chosen, first_rank)]
+
+    def _nearest(
+        self, vector: np.ndarray, k: int, scope: PhotoScope | None, exclude: frozenset[int], bound: int,
+        rows_of: Callable[[list[str], PhotoScope], Mapping[str, list[R]]],
+    ) -> list[tuple[R, float]]:  # fmt: skip
+        """by_vector's search, with the rows of the hits read by ``rows_of`` (whole records, or fewer columns)."""
         _check_k(k, bound)
         scope = self.visible(scope)
         among = self._among(scope)
         fetch = k + len(exclude)
-        rows: dict[str, list[PhotoRecord]] = {}
+        rows: dict[str, list[R]] = {}
         bounds: tuple[int, int] | None = None  # (vectors the query can reach, indexed rows), read once if needed
         while True:
             hits = self._store.query(vector, fetch, among)
-            rows.update(self._catalog.indexed_by_hash([h.key for h in hits if h.key not in rows], scope))
-            results = self._usable(hits, rows, k, exclude)
-            if len(results) == k or len(hits) < fetch:  # enough, or nothing more to ask for
-                return results
+            rows.update(rows_of([h.key for h in hits if h.key not in rows], scope))
+            found = _usable(hits, rows, k, exclude)
+            if len(found) == k or len(hits) < fetch:  # enough, or nothing more to ask for
+                return found
             if bounds is None:
                 reach = len(among) if among is not None else self._store.count()
                 bounds = reach, self._catalog.counts()[PhotoStatus.INDEXED.value]
             if fetch >= bounds[0] or sum(map(len, rows.values())) >= bounds[1]:  # all read, or no other row
-                return results
-            fetch = min(bounds[0], _grown(fetch, len(results), k))
+                return found
+            fetch = min(bounds[0], _grown(fetch, len(found), k))
 
     def _among(self, scope: PhotoScope) -> list[str] | None:
         """The hashes of a scope (a folder, filters) that holds few of the vectors, for Chroma to filter inside
@@ -151,19 +201,6 @@ class Searcher:
     def vector_count(self) -> int:
         return self._store.count()
 
-    def _usable(
-        self, hits: Sequence[Hit], rows: dict[str, list[PhotoRecord]], k: int, exclude: frozenset[int]
-    ) -> list[SearchResult]:
-        results: list[SearchResult] = []
-        for hit in hits:
-            for record in rows.get(hit.key, ()):
-                if record.id in exclude:
-                    continue
-                results.append(_result(len(results) + 1, record, hit.score, record.root_id in self._offline))
-                if len(results) == k:
-                    return results
-        return results
-
     def stored_vector(self, record: PhotoRecord) -> np.ndarray | None:
         if record.content_hash is None:
             return None
@@ -177,6 +214,21 @@ def folder_scope(roots: Sequence[RootInfo], folder: Path | None, filters: Filter
         return PhotoScope(filters=in_sql)
     root_id, inside = resolve_folder(roots, folder)
     return PhotoScope(root_id=root_id, folder=inside, filters=in_sql)
+
+
+def _usable(
+    hits: Sequence[Hit], rows: Mapping[str, Sequence[R]], k: int, exclude: frozenset[int]
+) -> list[tuple[R, float]]:
+    """The first k rows of the hits, in the hits' order, with their hits' scores; ``exclude``d ids left out."""
+    found: list[tuple[R, float]] = []
+    for hit in hits:
+        for row in rows.get(hit.key, ()):
+            if row.id in exclude:
+                continue
+            found.append((row, hit.score))
+            if len(found) == k:
+                return found
+    return found
 
 
 def _grown(fetched: int, usable: int, k: int) -> int:

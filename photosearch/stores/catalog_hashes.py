@@ -10,15 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true, type_coerce, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, true, type_coerce, update
 from sqlalchemy.orm import Session
 
 from photosearch.filters import Filters
 from photosearch.pathtext import to_text
 from photosearch.stores.catalog_filters import filter_clause
 from photosearch.stores.schema import OsText, Photo, PhotoStatus
+
+if TYPE_CHECKING:
+    from photosearch.stores.catalog import PhotoRecord
 
 T = TypeVar("T")
 
@@ -107,23 +110,38 @@ class HashQueries:
                             wanted)  # fmt: skip
         return [h for h in wanted if h not in kept]
 
-    def indexed_by_hash(self, hashes: Sequence[str], scope: PhotoScope | None = None) -> dict[str, list[Any]]:
+    def indexed_by_hash(self, hashes: Sequence[str], scope: PhotoScope | None = None) -> dict[str, list[PhotoRecord]]:
         """The indexed rows (as PhotoRecords, by id) of each hash: a search hit is a hash, its results are rows."""
         from photosearch.stores.catalog import record_of  # the one row -> record mapping
+
+        by_hash: dict[str, list[PhotoRecord]] = {}
+        for row in self._read(self._indexed_rows(select(Photo.__table__), hashes, scope)):
+            by_hash.setdefault(row.content_hash, []).append(record_of(row))
+        return by_hash
+
+    def dated_by_hash(self, hashes: Sequence[str], scope: PhotoScope | None = None) -> dict[str, list[Any]]:
+        """indexed_by_hash's rows with only their id, date (``dated_at``) and root: enough to rank, cut and sort by
+        date a query's matches (up to thousands), whose page alone needs whole records (Catalog.records)."""
+        columns = select(Photo.id, Photo.content_hash, Photo.dated_at, Photo.root_id)
+        by_hash: dict[str, list[Any]] = {}
+        for row in self._read(self._indexed_rows(columns, hashes, scope)):
+            by_hash.setdefault(row.content_hash, []).append(row)
+        return by_hash
+
+    @staticmethod
+    def _indexed_rows(columns: Any, hashes: Sequence[str], scope: PhotoScope | None) -> Callable[[Session], list[Any]]:
+        """The indexed rows with these hashes in scope, by id: a read (for _read)."""
 
         def rows(s: Session) -> list[Any]:
             found: list[Any] = []
             for part in _chunks(list(hashes)):
-                query: Select[Any] = select(Photo.__table__).where(_INDEXED, Photo.content_hash.in_(part))
+                query = columns.where(_INDEXED, Photo.content_hash.in_(part))
                 if scope is not None:
                     query = query.where(scope.clause())
                 found += s.connection().execute(query.order_by(Photo.id)).all()
             return found
 
-        by_hash: dict[str, list[Any]] = {}
-        for row in self._read(rows):
-            by_hash.setdefault(row.content_hash, []).append(record_of(row))
-        return by_hash
+        return rows
 
     def pending_hashes(self) -> set[str]:
         """Every hash of a pending row (queued work whose vector may be being written)."""

@@ -156,8 +156,9 @@ class VectorFile:
             self._abandon(m)
             return
         m = replace(m, dim=dim)
-        again = [(i, row) for i, key in enumerate(keys) if (row := index.get(key)) is not None]
-        fresh = [i for i, key in enumerate(keys) if key not in index]
+        last = {key: i for i, key in enumerate(keys)}  # a key twice in one batch: its last vector, as Chroma keeps
+        again = [(i, row) for key, i in last.items() if (row := index.get(key)) is not None]
+        fresh = [i for key, i in last.items() if key not in index]
         for kind, values in columns.items():
             width = values[0].nbytes  # bytes per row
             with open(self._path(m, kind), "r+b" if m.rows else "wb") as handle:
