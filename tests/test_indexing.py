@@ -19,7 +19,7 @@ from helpers import (
 )
 
 from photosearch.errors import LibraryRootError
-from photosearch.indexing import examine, pipeline
+from photosearch.indexing import imaging, pipeline
 from photosearch.library import Library
 
 pytestmark = pytest.mark.usefixtures("backend")  # every test on the embedded stores and on servers
@@ -234,14 +234,14 @@ def test_decoding_pauses_while_a_cpu_model_computes(tmp_path, tiny_model_dir, mo
     """With a CPU model, decode threads and the model take turns (overlapping them is slower on the same cores);
     with a GPU model they overlap. A CPU batch starts only once the photos being decoded are done."""
     decodes: list[int] = []
-    real_decode = examine.decode_photo
+    real_decode = imaging.decode_photo
 
     def counting_decode(*args, **kwargs):
         decodes.append(1)
         time.sleep(0.02)  # as slow as a camera photo, so the decode-ahead window is never done early
         return real_decode(*args, **kwargs)
 
-    monkeypatch.setattr(examine, "decode_photo", counting_decode)
+    monkeypatch.setattr(imaging, "decode_photo", counting_decode)  # examine reads it at each decode
     monkeypatch.setattr(pipeline, "decode_workers", lambda: 2)
     for i in range(24):
         make_photo(tmp_path / "lib" / f"p{i}.jpg", seed=100 + i)
