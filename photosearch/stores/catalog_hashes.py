@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, true, type_coerce, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, true, type_coerce, update
 from sqlalchemy.orm import Session
 
 from photosearch.filters import Filters
@@ -132,13 +132,17 @@ class HashQueries:
     def _indexed_rows(columns: Any, hashes: Sequence[str], scope: PhotoScope | None) -> Callable[[Session], list[Any]]:
         """The indexed rows with these hashes in scope, by id: a read (for _read)."""
 
+        # One statement for every chunk, its hashes an expanding parameter: built and compiled once, not coerced
+        # value by value (~10 ms of a query that reads 2,000 hits' rows).
+        query = columns.where(_INDEXED, Photo.content_hash.in_(bindparam("hashes", expanding=True)))
+        if scope is not None:
+            query = query.where(scope.clause())
+        query = query.order_by(Photo.id)
+
         def rows(s: Session) -> list[Any]:
             found: list[Any] = []
             for part in _chunks(list(hashes)):
-                query = columns.where(_INDEXED, Photo.content_hash.in_(part))
-                if scope is not None:
-                    query = query.where(scope.clause())
-                found += s.connection().execute(query.order_by(Photo.id)).all()
+                found += s.connection().execute(query, {"hashes": part}).all()
             return found
 
         return rows
