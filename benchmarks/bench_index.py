@@ -93,10 +93,10 @@ def model_config(args: argparse.Namespace, model: Path) -> dict[str, object]:
 # -- (b) photosearch, in a child process ------------------------------------------------------------------------
 def index_child(spec: dict[str, str]) -> None:
     """Runs in the child: open a fresh library, load the model, index the folder; prints one JSON line."""
-    from photosearch.config import Config
+    from photosearch.config import Config, validated
     from photosearch.library import Library
 
-    config = Config.model_validate({"data_dir": spec["data_dir"], "model": json.loads(spec["model"])})
+    config = validated(Config, {"data_dir": spec["data_dir"], "model": json.loads(spec["model"])})
     started = time.perf_counter()
     with Library.open(config) as library:
         embedder = library.embedder()  # one-time startup, not part of the rate: the model and a new Chroma store
@@ -132,10 +132,10 @@ def run_photosearch(args: argparse.Namespace, model: Path, folder: Path, data_di
 
 
 def stored_vectors(args: argparse.Namespace, model: Path, data_dir: Path, paths: list[Path]) -> np.ndarray:
-    from photosearch.config import Config
+    from photosearch.config import Config, validated
     from photosearch.library import Library
 
-    config = Config.model_validate({"data_dir": str(data_dir), "model": model_config(args, model)})
+    config = validated(Config, {"data_dir": str(data_dir), "model": model_config(args, model)})
     with Library.open(config) as library:
         ids = [library.catalog.by_path(path).id for path in paths]  # type: ignore[union-attr]
         vectors = library.stores().photo_vectors(ids)
@@ -167,10 +167,10 @@ def reference_loop(model: Path, paths: list[Path]) -> tuple[float, np.ndarray, l
 
 
 def load_embedder_for(args: argparse.Namespace, model: Path):
-    from photosearch.config import ModelConfig
+    from photosearch.config import ModelConfig, validated
     from photosearch.models.embedder import load_embedder
 
-    return load_embedder(ModelConfig.model_validate(model_config(args, model)))
+    return load_embedder(validated(ModelConfig, model_config(args, model)))
 
 
 def fast_path_input(embedder, path: Path) -> np.ndarray:

@@ -110,9 +110,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def backend_config(data_dir: Path, model: Path, store: dict[str, str] | None = None) -> Any:
-    from photosearch.config import Config, ModelConfig, StoreConfig
+    from photosearch.config import Config, ModelConfig, StoreConfig, validated
 
-    store_config = StoreConfig.model_validate(store or {})
+    store_config = validated(StoreConfig, store or {})
     return Config(data_dir=data_dir, model=ModelConfig(name=str(model)), store=store_config)
 
 

@@ -44,7 +44,7 @@ def wait_go(spec: dict[str, Any]) -> None:
 # -- (s) a worker ------------------------------------------------------------------------------------------------
 def index_worker(spec: dict[str, Any]) -> None:
     """Runs in a worker process: load the model, wait for go, index the folder on the shared stores."""
-    from photosearch.config import Config
+    from photosearch.config import Config, validated
     from photosearch.library import Library
 
     factory = None
@@ -56,7 +56,7 @@ def index_worker(spec: dict[str, Any]) -> None:
         fake = HashEmbedder()
         model = {"name": HashEmbedder.identity.name, "batch_size": model.get("batch_size", 32)}
         factory = lambda _config: fake  # noqa: E731
-    config = Config.model_validate({"data_dir": spec["data_dir"], "model": model, "store": spec["store"]})
+    config = validated(Config, {"data_dir": spec["data_dir"], "model": model, "store": spec["store"]})
     with Library.open(config, embedder_factory=factory) as library:
         # The first worker's model load records the model in the new catalog; the others load theirs after it.
         # Two first loads at once on an empty shared catalog race in generations.record_active (set_meta's

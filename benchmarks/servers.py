@@ -6,7 +6,7 @@ with the same settings (PostgreSQL with fsync off: a benchmark's catalog is rebu
 
     with throwaway_servers(chroma_path) as servers:
         store = servers.store()    # {"catalog": URL, "vectors": URL, "database": name}: a [store] table
-        config = Config(data_dir=..., store=StoreConfig.model_validate(store))
+        config = Config(data_dir=..., store=validated(StoreConfig, store))
 """
 
 from __future__ import annotations

@@ -65,15 +65,16 @@ def copy(
     """Copy this library (its catalog and vectors, nothing embedded again) to a PostgreSQL database and a Chroma
     server. Stopped, it finishes on the next run; it refuses a target that holds another library."""
     from photosearch.cli import _library
-    from photosearch.config import StoreConfig
+    from photosearch.config import StoreConfig, validated
     from photosearch.errors import ConfigError
 
+    given = {"catalog": catalog, "vectors": vectors, "tenant": tenant, "database": database,
+             "headers": dict(map(_header, headers))}  # fmt: skip
     try:
-        target = StoreConfig(
-            catalog=catalog, vectors=vectors, tenant=tenant, database=database, headers=dict(map(_header, headers))
-        )
-    except ValueError as exc:  # pydantic's ValidationError: the URL checks of store.catalog and store.vectors
-        raise ConfigError(f"store copy: {_first_error(exc)}") from None
+        target = validated(StoreConfig, given)  # the URL checks of store.catalog and store.vectors
+    except ConfigError as exc:  # "catalog: must be ...": the option that gave it
+        key, _, problem = str(exc).partition(": ")
+        raise ConfigError(f"store copy: --to-{key.rstrip('s') if key == 'headers' else key} {problem}") from None
     bars = _StageBars(progress)
     with _library(ctx) as library:
         try:
@@ -84,14 +85,6 @@ def copy(
     click.echo("To use the copy, put this in the config file (the password as in --to-catalog):")
     for line in _config_lines(target):
         click.echo(f"  {line}")
-
-
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        return f"--to-{first['loc'][0]} {first['msg']}"
-    return str(exc)
 
 
 def _summary(report: CopyReport) -> str:

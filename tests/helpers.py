@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from photosearch.config import Config, ModelConfig, StoreConfig
+from photosearch.config import Config, IndexConfig, ModelConfig, StoreConfig, WatchConfig
 from photosearch.library import Library
 from photosearch.models.embedder import load_embedder
 from photosearch.models.identity import ModelIdentity
@@ -145,7 +145,7 @@ def make_config(data_dir: Path, model_dir: Path, **index: object) -> Config:
     return Config(
         data_dir=data_dir,
         model=ModelConfig(name=str(model_dir), batch_size=4),
-        index={**index},  # type: ignore[arg-type]
+        index=IndexConfig(**index),  # type: ignore[arg-type]
         store=_stores[0],
     )
 
@@ -221,7 +221,7 @@ def hash_config(data_dir: Path, **watch: object) -> Config:
     return Config(
         data_dir=data_dir,
         model=ModelConfig(name=HashEmbedder.identity.name, batch_size=HashEmbedder.preferred_batch_size),
-        watch={**watch},  # type: ignore[arg-type]
+        watch=WatchConfig(**watch),  # type: ignore[arg-type]
         store=_stores[0],
     )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from helpers import HashEmbedder
 
-from photosearch.config import Config, ModelConfig, StoreConfig
+from photosearch.config import Config, ModelConfig, StoreConfig, validated
 from photosearch.errors import PhotosearchError
 from photosearch.library import Library
 
@@ -46,7 +46,7 @@ def shared_config(data_dir: Path, store: dict[str, object], batch_size: int = 8)
     return Config(
         data_dir=data_dir,
         model=ModelConfig(name=HashEmbedder.identity.name, batch_size=batch_size),
-        store=StoreConfig.model_validate(store),
+        store=validated(StoreConfig, store),
     )
 
 

@@ -18,6 +18,7 @@ from chromaserver import free_port
 from helpers import make_config, make_photo
 
 from photosearch.cli_status import print_status
+from photosearch.config import replace
 from photosearch.errors import VectorStoreUnavailableError
 from photosearch.library import Library
 from photosearch.stores.chroma_server import ChromaServer
@@ -220,7 +221,7 @@ def test_a_server_that_never_answers_times_out():
 # -- a whole library ----------------------------------------------------------------------------------------------
 def test_a_library_with_its_vectors_on_the_server(tmp_path: Path, tiny_model_dir: Path, chroma_store_config, capsys):
     photos = [make_photo(tmp_path / "photos" / f"p{i}.jpg", seed=i) for i in range(4)]
-    config = make_config(tmp_path / "data", tiny_model_dir).model_copy(update={"store": chroma_store_config})
+    config = replace(make_config(tmp_path / "data", tiny_model_dir), store=chroma_store_config)
     with Library.open(config) as library:
         report = library.index([tmp_path / "photos"])
         assert report.new == 4 and report.embedded == 4

@@ -11,6 +11,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import photosearch
@@ -23,6 +24,7 @@ from photosearch.config import (
     default_data_dir,
     env_var_names,
     load_config,
+    replace,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,10 +42,14 @@ def _write(path: Path, text: str) -> Path:
 
 def _sections() -> dict[str, type[_Section]]:
     return {
-        name: field.annotation
-        for name, field in Config.model_fields.items()
-        if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+        field.name: field.type
+        for field in msgspec.structs.fields(Config)
+        if isinstance(field.type, type) and issubclass(field.type, _Section)
     }
+
+
+def _keys(section: type[_Section]) -> set[str]:
+    return {field.name for field in msgspec.structs.fields(section)}
 
 
 # --- the example file --------------------------------------------------------------------------------------------
@@ -78,11 +84,11 @@ def test_example_values_written_in_the_comments_are_the_real_defaults(tmp_path):
     tree = tomllib.loads(text)
     assert "data_dir" in tree
     for name, model in _sections().items():
-        assert set(tree[name]) == set(model.model_fields), name  # every setting has a value to turn on
+        assert set(tree[name]) == _keys(model), name  # every setting has a value to turn on
     loaded = load_config(_write(tmp_path / "on.toml", text), env={}, use_default_file=False)
     defaults = _defaults()
-    # revision and cache_dir are shown with sample values (their default is "not set").
-    assert loaded.model.model_copy(update={"revision": None, "cache_dir": None}) == defaults.model
+    # revision, cache_dir and batch_size are shown with sample values (their default is "not set").
+    assert replace(loaded.model, revision=None, cache_dir=None, batch_size=None) == defaults.model
     assert loaded.index == defaults.index
     assert loaded.index.exclude == DEFAULT_EXCLUDES
     assert loaded.search == defaults.search
@@ -108,9 +114,9 @@ def test_every_key_and_env_variable_is_documented_in_the_example():
     text = EXAMPLE.read_text(encoding="utf-8")
     documented = _documented_keys(text)
     sections = _sections()
-    expected: dict[str, set[str]] = {"": {name for name in Config.model_fields if name not in sections}}
+    expected: dict[str, set[str]] = {"": _keys(Config) - set(sections)}
     for name, model in sections.items():
-        expected[name] = set(model.model_fields)
+        expected[name] = _keys(model)
     assert expected[""] == {"data_dir"}
     for section, keys in expected.items():
         missing = keys - documented.get(section, set())
@@ -211,7 +217,7 @@ def test_env_names_cover_every_key():
     assert names["PHOTOSEARCH_DATA_DIR"] == ("data_dir",)
     assert names["PHOTOSEARCH_MODEL_BATCH_SIZE"] == ("model", "batch_size")
     assert names["PHOTOSEARCH_INDEX_MAX_IMAGE_PIXELS"] == ("index", "max_image_pixels")
-    expected = 1 + sum(len(model.model_fields) for model in _sections().values())
+    expected = 1 + sum(len(_keys(model)) for model in _sections().values())
     assert len(names) == expected
 
 
@@ -306,11 +312,11 @@ def default_file(tmp_path, monkeypatch) -> Path:
 
 
 def test_default_file_is_read_when_present(default_file):
-    assert load_config(None, env={}).model.batch_size == 32  # absent: fine, defaults
+    assert load_config(None, env={}).model.batch == 32  # absent: fine, defaults
     default_file.parent.mkdir(parents=True)
     _write(default_file, "[model]\nbatch_size = 7\n")
     assert load_config(None, env={}).model.batch_size == 7
-    assert load_config(None, env={}, use_default_file=False).model.batch_size == 32
+    assert load_config(None, env={}, use_default_file=False).model.batch_size is None  # not set: 32, a GPU's
     # env still beats it
     assert load_config(None, env={"PHOTOSEARCH_MODEL_BATCH_SIZE": "9"}).model.batch_size == 9
 
@@ -330,7 +336,7 @@ def test_bad_default_file_is_named_in_the_error(default_file):
     with pytest.raises(ConfigError) as exc:
         load_config(None, env={})
     assert str(default_file) in _one_line(exc)
-    assert load_config(None, env={}, use_default_file=False).model.batch_size == 32
+    assert load_config(None, env={}, use_default_file=False).model.batch == 32
 
 
 # --- the library never reads the process environment -------------------------------------------------------------

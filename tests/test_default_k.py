@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from helpers import Counted, HashEmbedder, hash_config, make_config, make_photo, stores_env
 from PIL import Image
 
-from photosearch.config import SearchConfig, load_config
+from photosearch.config import SearchConfig, load_config, replace
 from photosearch.errors import ConfigError
 from photosearch.library import Library
 from photosearch.query.search import MAX_K
@@ -42,7 +42,7 @@ def test_a_default_k_no_query_could_use_is_refused_naming_key_value_and_range(tm
 def test_the_library_and_the_http_api_use_the_configured_default_k(tmp_path):
     root = tmp_path / "lib"
     paths = [make_photo(root / f"p{i}.jpg", seed=i) for i in range(8)]
-    config = hash_config(tmp_path / "data").model_copy(update={"search": SearchConfig(default_k=3)})
+    config = replace(hash_config(tmp_path / "data"), search=SearchConfig(default_k=3))
     embedder = HashEmbedder()
     with Library.open(config, embedder_factory=lambda _config: embedder) as library:
         library.index([root])

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from helpers import Counted, make_config, make_photo
 from PIL import Image
 
-from photosearch.config import Config
+from photosearch.config import Config, replace
 from photosearch.errors import ConfigError
 from photosearch.library import Library
 from photosearch.pathtext import to_text
@@ -124,7 +124,7 @@ def test_search_by_uploaded_image(client, library, built):
 
 def test_upload_over_the_limit_is_413(library, built):
     config: Config = built[0]
-    small = config.model_copy(update={"server": config.server.model_copy(update={"max_upload_bytes": 2048})})
+    small = replace(config, server=replace(config.server, max_upload_bytes=2048))
     library.config = small
     with _client(create_app(library)) as client:
         big = io.BytesIO()
@@ -180,7 +180,7 @@ def test_cors_is_off_by_default(client):
 
 def test_token_is_required_on_every_request(library, built):
     config: Config = built[0]
-    library.config = config.model_copy(update={"server": config.server.model_copy(update={"token": TOKEN})})
+    library.config = replace(config, server=replace(config.server, token=TOKEN))
     with _client(create_app(library)) as client:
         for url in ("/", "/api/status", "/api/search?q=x", "/api/photos/1/thumbnail", "/static/index.html",
                     "/api/openapi.json"):  # fmt: skip
@@ -202,7 +202,7 @@ def test_binding_beyond_loopback_needs_a_token(built):
         check_binding(config, host)
     with pytest.raises(ConfigError, match=r"server\.token"):
         check_binding(config, "0.0.0.0")
-    with_token = config.model_copy(update={"server": config.server.model_copy(update={"token": TOKEN})})
+    with_token = replace(config, server=replace(config.server, token=TOKEN))
     check_binding(with_token, "0.0.0.0")
 
 

@@ -13,6 +13,7 @@ from helpers import Counted, make_config, make_photo
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
+from photosearch.config import replace
 from photosearch.library import Library
 from photosearch.serving.httpapi import create_app
 from photosearch.serving.webguard import CSRF_HEADER
@@ -25,7 +26,7 @@ def app_schema(tmp_path_factory, tiny_model_dir):
         make_photo(base / "lib" / f"p{i}.jpg", seed=i)
     config = make_config(base / "data", tiny_model_dir)
     # schemathesis calls the app as "testserver"; the web guard answers only names it is told of
-    config = config.model_copy(update={"server": config.server.model_copy(update={"allowed_hosts": ("testserver",)})})
+    config = replace(config, server=replace(config.server, allowed_hosts=("testserver",)))
     library = Library.open(config, embedder_factory=Counted())
     library.index([base / "lib"])
     app = create_app(library, reindex=lambda: None)

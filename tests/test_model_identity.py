@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import HashEmbedder, hash_config, make_photo
 
-from photosearch.config import ModelConfig
+from photosearch.config import ModelConfig, replace
 from photosearch.errors import ModelNotAvailableError
 from photosearch.library import Library
 from photosearch.models.identity import ModelIdentity, fingerprint, recorded_name, resolve_model
@@ -245,7 +245,7 @@ def test_catalog_and_chroma_record_the_same_identity_and_status_uses_matches(tmp
     metadata = client.get_collection(name).metadata
     assert metadata is not None and ModelIdentity.from_dict(metadata) == HashEmbedder.identity
     assert set(HashEmbedder.identity.to_dict()) <= set(metadata)
-    other = config.model_copy(update={"model": ModelConfig(name="acme/other")})
+    other = replace(config, model=ModelConfig(name="acme/other"))
     with Library.open(other, embedder_factory=lambda _c: HashEmbedder()) as library:
         status = library.status().to_dict()
         assert status["model_matches"] is False and status["configured_model"] == "acme/other"

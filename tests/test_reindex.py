@@ -14,7 +14,7 @@ import pytest
 from helpers import HashEmbedder, _unit, assert_stores_agree, hash_config, make_photo
 from PIL import Image
 
-from photosearch.config import ModelConfig
+from photosearch.config import ModelConfig, replace
 from photosearch.errors import ModelMismatchError
 from photosearch.indexing.report import IndexCancelled
 from photosearch.library import Library
@@ -67,7 +67,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Library, Models, Path]]:
 
 def _switch_to_b(library: Library, models: Models) -> Library:
     """The same data directory with model B configured (what editing model.name does)."""
-    config = library.config.model_copy(update={"model": ModelConfig(name=OtherModel.identity.name, batch_size=4)})
+    config = replace(library.config, model=ModelConfig(name=OtherModel.identity.name, batch_size=4))
     return Library.open(config, embedder_factory=models)
 
 

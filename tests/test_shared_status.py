@@ -12,7 +12,7 @@ from helpers import HashEmbedder, hash_config, make_photo
 from pgserver import PASSWORD
 
 from photosearch.cli_status import print_status
-from photosearch.config import StoreConfig
+from photosearch.config import StoreConfig, replace
 from photosearch.indexing.shared import heartbeat
 from photosearch.library import Library
 
@@ -22,8 +22,9 @@ def test_status_names_the_servers_says_when_chroma_does_not_answer_and_lists_ind
 ):
     for i in range(3):
         make_photo(tmp_path / "photos" / f"p{i}.jpg", seed=900 + i)
-    config = hash_config(tmp_path / "data").model_copy(
-        update={"store": StoreConfig(catalog=postgres_url, vectors=own_chroma_server.url, worker="nas")}
+    config = replace(
+        hash_config(tmp_path / "data"),
+        store=StoreConfig(catalog=postgres_url, vectors=own_chroma_server.url, worker="nas"),
     )
     embedder = HashEmbedder()
     with Library.open(config, embedder_factory=lambda _config: embedder) as library:

@@ -13,7 +13,7 @@ import pytest
 from helpers import HashEmbedder, assert_stores_agree, hash_config, make_photo
 from pgserver import PASSWORD
 
-from photosearch.config import StoreConfig
+from photosearch.config import StoreConfig, replace
 from photosearch.errors import LibraryBusyError, StoreCopyError
 from photosearch.indexing.report import IndexCancelled
 from photosearch.library import Library
@@ -44,7 +44,7 @@ def target_store(postgres_url: str, chroma: StoreConfig) -> StoreConfig:
 def open_on(data_dir: Path, store: StoreConfig | None, embedder: HashEmbedder) -> Library:
     config = hash_config(data_dir)
     if store is not None:
-        config = config.model_copy(update={"store": store})
+        config = replace(config, store=store)
     return Library.open(config, embedder_factory=lambda _c: embedder)
 
 
@@ -145,7 +145,7 @@ def test_paths_are_copied_as_stored_past_the_path_mapping(tmp_path, postgres_url
     assert local[1].path == tmp_path / "A" / "p.jpg"
     with open_on(tmp_path / "elsewhere", target_store(postgres_url, chroma_store_config), embedder) as unmapped:
         assert unmapped.catalog.records([1])[1].path == Path("/mnt/photos/A/p.jpg")
-    both = target_store(postgres_url, chroma_store_config).model_copy(update={"paths": mapped.paths})
+    both = replace(target_store(postgres_url, chroma_store_config), paths=mapped.paths)
     with open_on(tmp_path / "elsewhere", both, embedder) as copy:
         assert copy.catalog.records([1]) == local
 
@@ -184,7 +184,7 @@ def test_a_target_holding_another_library_is_refused(tmp_path, postgres_url, chr
         with pytest.raises(StoreCopyError, match=r"holds another library .*folder 1 is .*copy into an empty database"):
             library.copy_to(target)
         # An empty catalog, but the vectors' database holds the first library's collection (the same model's name)
-        beside = target.model_copy(update={"catalog": f"sqlite:///{tmp_path / 'blank.sqlite3'}"})
+        beside = replace(target, catalog=f"sqlite:///{tmp_path / 'blank.sqlite3'}")
         with pytest.raises(StoreCopyError, match=r"vectors at .* hold another library \(10 vectors in vectors_"):
             library.copy_to(beside)
     with open_on(tmp_path / "elsewhere", target, embedder) as copy:  # untouched

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import Counted, make_config, make_photo
 
-from photosearch.config import Config
+from photosearch.config import Config, replace
 from photosearch.library import Library
 from photosearch.serving.httpapi import create_app
 from photosearch.serving.webguard import CSRF_HEADER, HostRule, split_host
@@ -41,7 +41,7 @@ def serve(built):
 
     def make(**server: object) -> TestClient:
         library = Library.open(config, embedder_factory=Counted())
-        library.config = config.model_copy(update={"server": config.server.model_copy(update=server)})
+        library.config = replace(config, server=replace(config.server, **server))
         client = TestClient(create_app(library, reindex=lambda: client.reindexed.append(True)), base_url=BASE_URL)
         client.reindexed = []
         opened.append((library, client.__enter__()))

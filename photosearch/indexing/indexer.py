@@ -77,7 +77,7 @@ class Indexer:
         report.failed += record_scan_problems(self._index, plan.problems)
         report.moved += write_renames(self._index, plan.renames)
         model, index = self._config.model, self._config.index
-        run = Run(self._index, self._get_embedder, report, plan.missing, should_stop, model.batch_size,
+        run = Run(self._index, self._get_embedder, report, plan.missing, should_stop, model.batch,
                   index.max_image_pixels)  # fmt: skip
         run.process(plan.work, progress or NoProgress())
 

@@ -102,7 +102,7 @@ class _Session:
     ) -> None:  # fmt: skip
         self.owner, self.report, self.progress, self.should_stop = owner, report, progress, should_stop
         self.roots = {root.id: root for root in roots}
-        self.batch = 2 * owner._config.model.batch_size  # claimed at a time: the decode-ahead window's worth
+        self.batch = 2 * owner._config.model.batch  # claimed at a time: the decode-ahead window's worth
 
     def run(self, scope: Scope | None, settle: float | None) -> None:
         if scope is not None:  # a few changed paths: no lease (a rescan of the same paths is harmless)
@@ -214,7 +214,7 @@ class _Session:
     def _run(self, missing: list[FileState], *, queue_only: bool = False, claimed: bool = False) -> Run:
         owner = self.owner
         model, index = owner._config.model, owner._config.index
-        return Run(owner._index, owner._get_embedder, self.report, missing, self.should_stop, model.batch_size,
+        return Run(owner._index, owner._get_embedder, self.report, missing, self.should_stop, model.batch,
                    index.max_image_pixels, queue_only=queue_only, claimed=claimed)  # fmt: skip
 
 

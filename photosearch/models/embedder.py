@@ -142,9 +142,7 @@ def load_embedder(config: ModelConfig) -> ClipEmbedder:
     # while the text tower embeds one short query at a time and stays exact in float32.
     prepare_image_tower(model, precision)
     log.info("image model on %s at %s (%s)", device, precision.name, precision.reason)
-    batch_size = config.batch_size
-    if device.type != "cpu" and "batch_size" not in config.model_fields_set:
-        batch_size = GPU_BATCH_SIZE
+    batch_size = config.batch_size or (config.batch if device.type == "cpu" else GPU_BATCH_SIZE)
     return ClipEmbedder(model, tokenizer, preprocess, identity, device=device, batch_size=batch_size,
                         precision=precision)  # fmt: skip
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from photosearch.config import ModelConfig
+from photosearch.config import ModelConfig, replace
 from photosearch.errors import ModelMismatchError
 from photosearch.models.identity import ModelIdentity, recorded_name
 from photosearch.models.protocols import Embedder, TextEmbedder
@@ -96,7 +96,7 @@ class LoadedModels:
         stored = self.stored()
         if stored is None or stored.matches(self._config.name):
             return self._config
-        return self._config.model_copy(update={"name": stored.name})
+        return replace(self._config, name=stored.name)
 
     def _adopt(self, identity: ModelIdentity) -> None:
         """The loaded model's identity: recorded when nothing is indexed yet, refused if not the index's."""

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from photosearch.config import Config
+from photosearch.config import Config, replace
 from photosearch.errors import ConfigError
 from photosearch.library import Library
 from photosearch.serving.discovery import DISCOVERY
@@ -67,7 +67,7 @@ def serve(config: Config, host: str, port: int, watch: bool = True) -> None:
 
     check_binding(config, host)
     # The app's Host rule (webguard.py) must know the address really bound, which --host may have changed.
-    config = config.model_copy(update={"server": config.server.model_copy(update={"host": host, "port": port})})
+    config = replace(config, server=replace(config.server, host=host, port=port))
     _Server = _server_class()
     with Library.open(config) as library:
         stop = threading.Event()

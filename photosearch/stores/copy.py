@@ -31,7 +31,7 @@ import numpy as np
 from sqlalchemy import Table, Text, column, delete, select, text
 from sqlalchemy.sql import TableClause, table
 
-from photosearch.config import Config, StoreConfig
+from photosearch.config import Config, StoreConfig, replace
 from photosearch.errors import ConfigError
 from photosearch.stores import generations
 from photosearch.stores.catalog import Catalog
@@ -125,7 +125,7 @@ def copy_to(source: Stores, config: Config, target: StoreConfig, progress: CopyP
         raise ConfigError("a copy needs the target's catalog URL and Chroma server URL")
     there = Catalog.open(target.catalog, config.data_dir)
     try:
-        vectors = open_vectors(config.model_copy(update={"store": target}))
+        vectors = open_vectors(replace(config, store=target))
         return copy_stores(source, Stores(there, vectors), progress, page)
     finally:
         there.close()

@@ -58,7 +58,7 @@ class Daemon:
         self._watcher: Watcher | None = None
         self._reindex_requested = threading.Event()
         self._refused = False  # the configured model is not the index's: nothing is indexed until a reindex
-        self._chunk = max(self.config.batch_size, CHUNK_BATCHES * library.config.model.batch_size)
+        self._chunk = max(self.config.batch_size, CHUNK_BATCHES * library.config.model.batch)
 
     def request_reindex(self) -> None:
         """Rebuild every vector with the configured model, in the daemon's own loop (it holds the lock)."""
