@@ -93,14 +93,13 @@ class PostgresServer:
         finally:
             engine.dispose()
 
-    def create_database(self, name: str | None = None) -> str:
+    def create_database(self, name: str | None = None, c_locale: bool = False) -> str:
         """A new, empty database (from template0: nothing a test left in template1); its URL. Its default
-        collation is ICU's en-US, as on a typical server, not the cluster's C: the catalog must not rely on it."""
+        collation is ICU's en-US, as on a typical server, not the cluster's C: the catalog must not rely on it.
+        ``c_locale``: the plain C locale instead, whose lower() folds ASCII letters only."""
         name = name or f"t_{uuid.uuid4().hex[:12]}"
-        self._admin(
-            f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8' "
-            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
-        )
+        locale = "LOCALE 'C'" if c_locale else "LOCALE 'C.UTF-8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+        self._admin(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' {locale}")
         return self.url(name)
 
     def drop_database(self, url: str) -> None:

@@ -14,11 +14,14 @@ from helpers import HashEmbedder, hash_config
 from pgserver import PASSWORD, PostgresServer, _free_port
 from sqlalchemy import create_engine, make_url, text
 
-from photosearch.config import Config, StoreConfig
+from photosearch.config import StoreConfig, replace
 from photosearch.errors import CatalogError, CatalogUnavailableError
+from photosearch.filters import Filters
 from photosearch.library import Library
 from photosearch.stores.catalog import Catalog
 from photosearch.stores.catalog_engine import NEEDS_PSYCOPG
+from photosearch.stores.catalog_hashes import PhotoScope
+from photosearch.stores.schema import PhotoStatus
 
 QUICK = (0.05, 0.1)  # retry delays for tests of a server that stays away
 
@@ -155,7 +158,7 @@ def test_library_on_postgresql_indexes_and_reports_status(tmp_path, postgres_url
     for i in range(3):
         make_photo(photos / f"{i}.jpg", seed=i)
     base = hash_config(tmp_path / "data")
-    config = Config(**{**base.model_dump(), "store": StoreConfig(catalog=postgres_url)})
+    config = replace(base, store=StoreConfig(catalog=postgres_url))
     with Library.open(config, embedder_factory=lambda _config: HashEmbedder()) as library:
         library.index([photos])
         status = library.status()
@@ -176,3 +179,27 @@ def test_a_search_s_reads_survive_a_restart_between_two_searches(own_server, pos
     assert [str(r.path) for r in catalog.roots()] == ["/lib"]  # the pooled connection was dead: read again
     assert catalog.counts()["indexed"] == 0 and catalog.indexed_by_hash(["0" * 64]) == {}
     catalog.close()
+
+
+def test_place_names_fold_beyond_ascii_in_a_c_locale_database(postgres_server: PostgresServer, tmp_path: Path):
+    """lower() folds ASCII only in a C-locale database: the place filter folds under ICU's root collation."""
+    url = postgres_server.create_database(c_locale=True)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:  # the premise: the database's own lower() leaves Ü as it is
+            assert conn.execute(text("SELECT lower('ZÜRICH')")).scalar() == "zÜrich"
+    finally:
+        engine.dispose()
+    catalog = Catalog.open(url)
+    try:
+        root = catalog.add_root(tmp_path)
+        row = {"root_id": root.id, "folder": "", "size": 1, "mtime_ns": 1, "status": PhotoStatus.INDEXED}
+        catalog.upsert_files([
+            {**row, "path": str(tmp_path / "a.jpg"), "place_city": "Zürich", "place_country": "Switzerland"},
+            {**row, "path": str(tmp_path / "b.jpg"), "place_city": "Île-de-France", "place_country": "France"},
+        ])  # fmt: skip
+        for name, expected in (("ZÜRICH", 1), ("zürich", 1), ("île-de-france", 1), ("ÎLE-DE-FRANCE, France", 1)):
+            assert catalog.count_in(PhotoScope(filters=Filters(place=name))) == expected, name
+    finally:
+        catalog.close()
+        postgres_server.drop_database(url)

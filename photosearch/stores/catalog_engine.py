@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from photosearch.errors import CatalogError, CatalogTooNewError
 from photosearch.stores.boundary import pg_fault
+from photosearch.stores.dialect import FOLD_COLLATION, remember_fold_collation
 
 T = TypeVar("T")
 
@@ -78,7 +79,23 @@ def _pg_engine(url: URL, retry_delays: Sequence[float], **options: Any) -> Engin
     connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": CONNECT_TIMEOUT}
     engine = create_engine(url, connect_args=connect_args, **options)
     event.listen(engine, "do_connect", _retrying_connect(tuple(retry_delays)))
+    event.listen(engine, "first_connect", _finds_fold_collation(engine))
     return engine
+
+
+def _finds_fold_collation(engine: Engine) -> Callable[[Any, Any], None]:
+    """On the first connection: whether the server has ICU's root collation, whose lower() folds all of Unicode
+    whatever the database's LC_CTYPE (in a C-locale database, lower() folds ASCII only); dialect.fold uses it
+    where there is one (the engine's dialect remembers it, as SQLAlchemy's own first-connect checks do)."""
+
+    def find(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_collation WHERE collname = %s", (FOLD_COLLATION,))
+            found = cursor.fetchone() is not None
+        dbapi_connection.rollback()  # the check's transaction; the connection goes on as if new
+        remember_fold_collation(engine.dialect, FOLD_COLLATION if found else None)
+
+    return find
 
 
 def make_reader(url: URL, engine: Engine, retry_delays: Sequence[float] = RETRY_DELAYS) -> Engine:

@@ -36,13 +36,22 @@ def greatest(session: Session, a: Any, b: Any) -> ColumnElement[Any]:
     return func.greatest(a, b) if backend(session) == "postgresql" else func.max(a, b)
 
 
+FOLD_COLLATION = "und-x-icu"  # ICU's root locale: PostgreSQL has it where it was built with ICU (the usual)
+
+
 class fold(GenericFunction[str]):
     """Unicode case folding: casefold() on SQLite (a Python function catalog_engine registers: SQLite's lower()
-    folds ASCII only), lower() on PostgreSQL (which folds as the database's LC_CTYPE does: all of Unicode in a
-    UTF-8 locale, ASCII only in the C locale)."""
+    folds ASCII only); on PostgreSQL lower() under ICU's root collation, which folds all of Unicode whatever the
+    database's LC_CTYPE (lower() alone folds ASCII only in a C-locale database), or lower() alone on a server
+    without ICU (catalog_engine looks on the first connection)."""
 
     type = Text()
     inherit_cache = True
+
+
+def remember_fold_collation(dialect: Any, collation: str | None) -> None:
+    """The collation fold() compiles with on this engine's dialect (None: the database's own)."""
+    dialect.photosearch_fold_collation = collation
 
 
 class year_month(GenericFunction[str]):
@@ -64,5 +73,16 @@ def _spelled(function: type[GenericFunction[str]], on_sqlite: str, elsewhere: st
         return elsewhere.format(compiler.process(element.clauses, **kw))
 
 
-_spelled(fold, "casefold({})", "lower({})")
+@compiles(fold, "sqlite")
+def _fold_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"casefold({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(fold)
+def _fold_other(element: Any, compiler: Any, **kw: Any) -> str:
+    collation = getattr(compiler.dialect, "photosearch_fold_collation", None)
+    inner = compiler.process(element.clauses, **kw)
+    return f'lower(({inner}) COLLATE "{collation}")' if collation else f"lower({inner})"
+
+
 _spelled(year_month, "substr({}, 1, 7)", "to_char({}, 'YYYY-MM')")
